@@ -1,0 +1,16 @@
+"""The task namespace shared by `tasks.py` (for `inv`) and the `semantik-infra` console script.
+Task modules import only Invoke at module level; everything heavy is imported inside task bodies."""
+
+from __future__ import annotations
+
+from invoke import Collection
+
+from semantik_infra.tasks import env
+
+
+def build_namespace() -> Collection:
+    """The root collection with every task collection."""
+    return Collection(Collection.from_module(env))
+
+
+namespace = build_namespace()

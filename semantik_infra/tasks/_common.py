@@ -1,0 +1,63 @@
+"""Shared plumbing for the task modules: turning expected failures into one line and an exit
+code, loading the Settings once per task, and asking for confirmation. Kept free of heavy
+imports so `inv --list` stays fast."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from invoke.exceptions import Exit
+
+from semantik_infra.errors import ConfigError, InfraError
+
+if TYPE_CHECKING:
+    from semantik_infra.config import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def infra_task(body: F) -> F:
+    """Wrap a task body: InfraError becomes 'error: …' on stderr and its exit code; Ctrl-C exits 130."""
+
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return body(*args, **kwargs)
+        except InfraError as error:
+            raise Exit(f"error: {error}", code=error.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load() -> Settings:
+    """The Settings for this task run, from env files and the process environment."""
+    from semantik_infra.config import load_settings
+
+    return load_settings()
+
+
+def env_target() -> tuple[Path, Path]:
+    """The project directory and the env file `env.init` writes, without validating settings."""
+    import os
+
+    from semantik_infra.config import env_file_chain, find_project_dir
+
+    project_dir = find_project_dir(Path.cwd(), os.environ)
+    return project_dir, env_file_chain(project_dir, os.environ)[0]
+
+
+def confirm(question: str, *, yes: bool, expected: str = "yes") -> None:
+    """Return if `--yes` was given or the user types `expected`; otherwise raise ConfigError."""
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ConfigError(f"{question} needs confirmation: no terminal to ask on, pass --yes")
+    answer = input(f"{question} Type '{expected}' to continue: ").strip()
+    if answer != expected:
+        raise ConfigError("cancelled: nothing was changed")
