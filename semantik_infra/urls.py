@@ -109,6 +109,18 @@ class DatabaseURL:
         """The same server and credentials, another database."""
         return replace(self, database=database)
 
+    def libpq_params(self) -> dict[str, str]:
+        """Keyword arguments for psycopg2.connect (password included: pass them, never print them)."""
+        params = {
+            "host": self.host or "",
+            "port": str(self.port or 5432),
+            "user": self.username or "",
+            "password": self.password.reveal(),
+            "dbname": self.database or "",
+        }
+        params.update((_ASYNCPG_TO_LIBPQ.get(k, k), v) for k, v in self.query)
+        return {k: v for k, v in params.items() if v}
+
     def query_dict(self) -> dict[str, str]:
         """The query parameters as a dict (last one wins)."""
         return dict(self.query)

@@ -52,12 +52,12 @@ def env_target() -> tuple[Path, Path]:
     return project_dir, env_file_chain(project_dir, os.environ)[0]
 
 
-def confirm(question: str, *, yes: bool, expected: str = "yes") -> None:
-    """Return if `--yes` was given or the user types `expected`; otherwise raise ConfigError."""
+def confirm(action: str, *, yes: bool) -> None:
+    """Return if `--yes` was given or the user types 'yes' to `action`; otherwise raise ConfigError."""
     if yes:
         return
     if not sys.stdin or not sys.stdin.isatty():
-        raise ConfigError(f"{question} needs confirmation: no terminal to ask on, pass --yes")
-    answer = input(f"{question} Type '{expected}' to continue: ").strip()
-    if answer != expected:
+        raise ConfigError(f"not confirmed: no terminal to ask on; pass --yes to {action}")
+    answer = input(f"This will {action}. Type 'yes' to continue: ").strip()
+    if answer != "yes":
         raise ConfigError("cancelled: nothing was changed")

@@ -1,0 +1,75 @@
+"""The external backend: a PostgreSQL server someone else runs, reached by DATABASE_URL (or the
+POSTGRES_* parts). We never start, stop or delete it; status, wait, shell and the client tools
+work against it with the machine's own client programs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, first_line, quiet
+from semantik_infra.backends.native import find_client_tool
+from semantik_infra.config import Settings
+from semantik_infra.errors import BackendError, ConfigError
+from semantik_infra.proc import Command
+from semantik_infra.urls import libpq_environment
+
+
+class ExternalBackend(Backend):
+    """A server managed elsewhere: lifecycle operations refuse politely, the rest works."""
+
+    name = "external"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if settings.database.is_sqlite:
+            raise ConfigError("the external backend needs a PostgreSQL DATABASE_URL or POSTGRES_HOST, not SQLite")
+
+    @property
+    def manages_server(self) -> bool:
+        """Never: someone else runs this server."""
+        return False
+
+    def _refuse(self, what: str) -> BackendError:
+        return BackendError(
+            f"cannot {what}: the server at {self.url.redacted()} is external (SEMANTIK_PG_BACKEND=external);"
+            " manage it where it runs, or pick the docker or native backend"
+        )
+
+    def start(self, report: Reporter = quiet, timeout: float = 60.0) -> StartResult:
+        """Refuse: we do not start a server we do not own."""
+        raise self._refuse("start it")
+
+    def stop(self, report: Reporter = quiet) -> bool:
+        """Refuse: we do not stop a server we do not own."""
+        raise self._refuse("stop it")
+
+    def destroy_data(self, report: Reporter = quiet) -> None:
+        """Refuse: we never delete data on a server we do not own."""
+        raise self._refuse("delete its data")
+
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> int:
+        """Refuse: the log lives on the server's machine."""
+        raise self._refuse("show its log")
+
+    def status(self) -> BackendStatus:
+        """Reachable or not, with the server version."""
+        import psycopg2
+
+        facts = {"url": self.url.redacted()}
+        try:
+            connection = psycopg2.connect(**self.url.libpq_params(), connect_timeout=str(self.settings.connect_timeout))
+        except psycopg2.Error as error:
+            facts["error"] = first_line(str(error))
+            return BackendStatus(self.name, False, facts)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW server_version")
+                facts["version"] = f"PostgreSQL {cursor.fetchone()[0]}"
+        finally:
+            connection.close()
+        return BackendStatus(self.name, True, facts)
+
+    def client_command(self, tool: str, args: Sequence[str] = (), *, database: str | None = None) -> Command:
+        """The machine's own client tool, pointed at the server through PG* variables."""
+        url = self.url.with_database(database) if database else self.url
+        return Command((str(find_client_tool(tool, self.settings.pg_bin)), *args), env=libpq_environment(url))
