@@ -1,0 +1,325 @@
+"""The docker backend: PostgreSQL as a docker compose service (compose/docker-compose.postgres.yml,
+optionally layered over the app's compose files). Compose operations shell out to `docker compose`
+(v2 plugin) or `docker-compose` (v1), whichever exists; engine detection, container state, health
+and volumes go through the Docker SDK. The password reaches compose and `docker exec` through the
+child's environment only (`-e PGPASSWORD` names the variable, never its value)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from semantik_infra import proc
+from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, quiet, wait_until_ready
+from semantik_infra.config import Settings
+from semantik_infra.console import Timer, format_duration
+from semantik_infra.errors import BackendError, ConfigError
+from semantik_infra.proc import Command
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+HEALTH_POLL_SECONDS = 0.25
+LOG_LINES_ON_FAILURE = 20
+
+
+def detect_compose() -> tuple[str, ...]:
+    """The compose command: `docker compose` (v2) if the plugin answers, else `docker-compose` (v1)."""
+    import shutil
+
+    if shutil.which("docker"):
+        result = proc.run(Command(("docker", "compose", "version")), check=False, timeout=30)
+        if result.returncode == 0:
+            return ("docker", "compose")
+    if shutil.which("docker-compose"):
+        return ("docker-compose",)
+    raise BackendError(
+        "neither `docker compose` (v2 plugin) nor `docker-compose` (v1) is installed:"
+        " install one (Debian: apt-get install docker-compose)"
+    )
+
+
+def compose_environment(settings: Settings) -> dict[str, str]:
+    """Variables the compose file interpolates; the password travels here, in the environment."""
+    url = settings.database
+    return {
+        "POSTGRES_USER": url.username or "postgres",
+        "POSTGRES_PASSWORD": url.password.reveal(),
+        "POSTGRES_DB": url.database or "postgres",
+        "POSTGRES_PORT": str(url.port or 5432),
+        "POSTGRES_IMAGE": settings.compose.image,
+        "COMPOSE_PROJECT_NAME": settings.compose.project,
+    }
+
+
+def compose_argv(compose: Sequence[str], settings: Settings, *args: str) -> tuple[str, ...]:
+    """A compose command line over every configured file, in order."""
+    argv = [*compose, "-p", settings.compose.project]
+    for path in settings.compose.files:
+        argv += ["-f", str(path)]
+    return (*argv, *args)
+
+
+def connect_engine(timeout: int = 10) -> DockerClient:
+    """A Docker SDK client that has answered a ping, or a BackendError saying how to get one."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except DockerException as error:
+        raise BackendError(
+            "the Docker engine is not reachable (is dockerd running, and may this user use it?"
+            f" DOCKER_HOST decides which engine): {_short(error)}"
+        ) from None
+    return client
+
+
+def _short(error: Exception) -> str:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text[:200]
+
+
+class DockerBackend(Backend):
+    """PostgreSQL in the compose service POSTGRES_SERVICE of project COMPOSE_PROJECT_NAME."""
+
+    name = "docker"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        if settings.database.is_sqlite:
+            raise ConfigError("PostgreSQL is not configured (SQLite fallback in force): run `inv env.init` first")
+        missing = [str(path) for path in settings.compose.files if not path.is_file()]
+        if missing:
+            raise ConfigError(f"COMPOSE_FILES names a file that does not exist: {', '.join(missing)}")
+        self.port = settings.database.port or 5432
+        self._client: DockerClient | None = None
+        self._compose: tuple[str, ...] | None = None
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    @property
+    def client(self) -> DockerClient:
+        """The engine, connected on first use."""
+        if self._client is None:
+            self._client = connect_engine()
+        return self._client
+
+    @property
+    def compose(self) -> tuple[str, ...]:
+        """The compose command, detected on first use."""
+        if self._compose is None:
+            self._compose = detect_compose()
+        return self._compose
+
+    def _compose_command(self, *args: str) -> Command:
+        return Command(compose_argv(self.compose, self.settings, *args), env=compose_environment(self.settings))
+
+    def container(self) -> Container | None:
+        """The service's container (running or not), found by compose's labels."""
+        labels = [
+            f"com.docker.compose.project={self.settings.compose.project}",
+            f"com.docker.compose.service={self.settings.compose.service}",
+        ]
+        found = self.client.containers.list(all=True, filters={"label": labels})
+        return found[0] if found else None
+
+    @property
+    def data_location(self) -> str:
+        """The named volume holding the data."""
+        volumes = self._volumes()
+        return f"docker volume {', '.join(volumes)}" if volumes else "the service's docker volume"
+
+    def _volumes(self) -> list[str]:
+        container = self.container()
+        if container is None:
+            return []
+        return [m["Name"] for m in container.attrs.get("Mounts", []) if m.get("Type") == "volume"]
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self, report: Reporter = quiet, timeout: float = 120.0) -> StartResult:
+        """compose up -d the service, then wait for a healthy container and a host connection."""
+        _ = self.client  # fail early and clearly when there is no engine
+        existing = self.container()
+        if existing is not None and existing.status == "running" and _health(existing) == "healthy":
+            seconds = self.wait_until_ready(timeout)
+            report(f"container {existing.name} already running and healthy: nothing to do", None)
+            return StartResult(already_running=True, seconds=seconds)
+        if existing is None or existing.status != "running":
+            self._check_port_free()
+        self._ensure_image(report)
+        with Timer() as timer:
+            result = proc.run(
+                self._compose_command("up", "-d", "--no-build", self.settings.compose.service),
+                check=False,
+                timeout=timeout + 60,
+            )
+            if result.returncode != 0:
+                raise BackendError(f"docker compose up failed: {_compose_error(result.stderr, self.port)}")
+            container = self._wait_healthy(timeout)
+            report(f"container {container.name} is healthy", timer.seconds)
+            self.wait_until_ready(max(1.0, timeout - timer.seconds))
+        report(f"PostgreSQL accepts connections on 127.0.0.1:{self.port}", timer.seconds)
+        return StartResult(already_running=False, seconds=timer.seconds)
+
+    def _check_port_free(self) -> None:
+        from semantik_infra.backends.native import port_in_use
+
+        if port_in_use(self.port):
+            raise BackendError(
+                f"port {self.port} on 127.0.0.1 is already in use by another process:"
+                f" set POSTGRES_PORT to a free port ({self.settings.sources.get('POSTGRES_PORT', 'default')})"
+            )
+
+    def _ensure_image(self, report: Reporter) -> None:
+        from docker.errors import DockerException, ImageNotFound
+
+        image = self.settings.compose.image
+        try:
+            self.client.images.get(image)
+            return
+        except ImageNotFound:
+            pass
+        report(f"pulling {image} …", None)
+        try:
+            with Timer() as timer:
+                self.client.images.pull(image)
+        except DockerException as error:
+            raise BackendError(
+                f"image {image} is not on this machine and could not be pulled ({_short(error)}):"
+                " set POSTGRES_IMAGE to an image you have, or make the registry reachable"
+            ) from None
+        report(f"pulled {image}", timer.seconds)
+
+    def _wait_healthy(self, timeout: float) -> Container:
+        deadline = time.monotonic() + timeout
+        while True:
+            container = self.container()
+            if container is None:
+                raise BackendError("compose reported success but no container exists for the service")
+            state = container.attrs.get("State", {})
+            health = _health(container)
+            if health == "healthy" or (health is None and state.get("Running")):
+                return container
+            if health == "unhealthy" or state.get("Status") in ("exited", "dead"):
+                why = "unhealthy" if health == "unhealthy" else f"exited with status {state.get('ExitCode')}"
+                raise BackendError(f"container {container.name} is {why}; last log lines:\n{self._log_tail(container)}")
+            if time.monotonic() > deadline:
+                raise BackendError(
+                    f"container {container.name} was not healthy within {timeout:g} s (health: {health});"
+                    f" last log lines:\n{self._log_tail(container)}"
+                )
+            time.sleep(HEALTH_POLL_SECONDS)
+
+    def _log_tail(self, container: Container) -> str:
+        text = container.logs(tail=LOG_LINES_ON_FAILURE).decode("utf-8", "replace").rstrip()
+        return "\n".join(f"  | {line}" for line in text.splitlines()) or "  | (no output)"
+
+    def stop(self, report: Reporter = quiet) -> bool:
+        """Stop and remove the service's container; the named volume (the data) stays."""
+        container = self.container()
+        if container is None:
+            return False
+        with Timer() as timer:
+            proc.run(self._compose_command("rm", "--stop", "--force", self.settings.compose.service), timeout=120)
+        report(f"stopped and removed container {container.name} (data kept in {self.data_location})", timer.seconds)
+        return True
+
+    def destroy_data(self, report: Reporter = quiet) -> None:
+        """Remove the container and its named volume."""
+        from docker.errors import NotFound
+
+        volumes = self._volumes() or [self._declared_volume_name()]
+        self.stop(report)
+        for name in volumes:
+            try:
+                self.client.volumes.get(name).remove()
+                report(f"deleted docker volume {name}", None)
+            except NotFound:
+                report(f"docker volume {name} does not exist: nothing to delete", None)
+
+    def _declared_volume_name(self) -> str:
+        # Without a container we cannot read its mounts; compose names volumes <project>_<volume>.
+        return f"{self.settings.compose.project}_postgres-data"
+
+    def status(self) -> BackendStatus:
+        """Container state, health, image, published port and uptime."""
+        container = self.container()
+        facts = {"compose": " ".join(self.compose), "project": self.settings.compose.project}
+        if container is None:
+            facts["container"] = "none (run `inv postgres.up`)"
+            return BackendStatus(self.name, False, facts)
+        state = container.attrs.get("State", {})
+        facts.update(
+            container=container.name,
+            status=state.get("Status", "unknown"),
+            health=_health(container) or "no health check",
+            image=container.attrs.get("Config", {}).get("Image", "?"),
+            port=_published(container) or f"{self.port} (configured, not published)",
+            data=self.data_location,
+        )
+        if state.get("Running"):
+            facts["uptime"] = _uptime(state.get("StartedAt", ""))
+        return BackendStatus(self.name, bool(state.get("Running")), facts)
+
+    def logs(self, *, follow: bool = False, tail: int | None = None) -> int:
+        """compose logs for the service; with --follow, Ctrl-C reaches compose and ends it cleanly."""
+        args = ["logs", "--no-color"]
+        if tail is not None:
+            args += ["--tail", str(tail)]
+        if follow:
+            args.append("--follow")
+        return proc.run_interactive(self._compose_command(*args, self.settings.compose.service))
+
+    def client_command(self, tool: str, args: Sequence[str] = (), *, database: str | None = None) -> Command:
+        """`docker exec` the tool inside the container, so client and server versions match."""
+        container = self.container()
+        if container is None or container.status != "running":
+            raise BackendError("the PostgreSQL container is not running: run `inv postgres.up`")
+        url = self.settings.database
+        interactive = os.isatty(0) and os.isatty(1)
+        argv = ["docker", "exec", "-i", *(["-t"] if interactive else [])]
+        # `-e NAME` without a value copies NAME from our environment: the secret stays off argv.
+        argv += ["-e", "PGPASSWORD", "-e", f"PGUSER={url.username}", "-e", f"PGDATABASE={database or url.database}"]
+        argv += [container.id, tool, *args]
+        return Command(tuple(argv), env={"PGPASSWORD": url.password.reveal()})
+
+    def wait_until_ready(self, timeout: float = 30.0) -> float:
+        """Poll an authenticated SELECT 1 through the published loopback port."""
+        return wait_until_ready(self.url, timeout, connect_timeout=self.settings.connect_timeout)
+
+
+def _health(container: Container) -> str | None:
+    container.reload()
+    health: dict[str, Any] | None = container.attrs.get("State", {}).get("Health")
+    return health.get("Status") if health else None
+
+
+def _published(container: Container) -> str:
+    ports = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+    bindings = ports.get("5432/tcp") or []
+    return ", ".join(f"{b.get('HostIp') or '0.0.0.0'}:{b.get('HostPort')}" for b in bindings)
+
+
+def _uptime(started_at: str) -> str:
+    from datetime import datetime
+
+    try:
+        started = datetime.fromisoformat(started_at[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        return "unknown"
+    return format_duration(max(0.0, time.time() - started.timestamp()))
+
+
+def _compose_error(stderr: str, port: int) -> str:
+    lowered = stderr.lower()
+    if "port is already allocated" in lowered or "address already in use" in lowered:
+        return f"port {port} is already in use: set POSTGRES_PORT to a free port"
+    if "pull access denied" in lowered or "manifest unknown" in lowered or "not found" in lowered:
+        return "the image could not be found or pulled: set POSTGRES_IMAGE to an image you have"
+    return proc.last_line(stderr) or "no error output"
