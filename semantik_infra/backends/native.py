@@ -318,10 +318,26 @@ class NativeBackend(Backend):
         except (OSError, ValueError, IndexError):
             return None
 
-    def _check_data_dir(self) -> None:
+    def server_user(self) -> str:
+        """The user the server runs as: `postgres` when invoked as root, else the current user."""
+        return self.run_as or _user_name(os.geteuid())
+
+    def data_dir_problems(self) -> list[str]:
+        """What stops this data directory from starting: another major version, another owner, or unreachable."""
+        problems = []
+        if self.run_as:
+            blocked = unreachable_parent(self.data_dir, _uid_of(self.run_as), _groups_of(self.run_as))
+            if blocked is not None:
+                problems.append(
+                    f"the '{self.run_as}' user cannot enter {blocked} to reach {self.data_dir}:"
+                    " set POSTGRES_DATA_DIR to a path outside it (e.g. /var/tmp/semantik-postgres)"
+                    f" or chmod o+x {blocked}"
+                )
+        if not self._is_initialised():
+            return problems
         data_version = (self.data_dir / "PG_VERSION").read_text().strip()
         if data_version != str(self.binaries.major):
-            raise BackendError(
+            problems.append(
                 f"{self.data_dir} was created by PostgreSQL {data_version} but the binaries are"
                 f" {self.binaries.version}: set PG_BIN to PostgreSQL {data_version}'s bin directory, or back up,"
                 " `inv postgres.reset` and restore"
@@ -329,11 +345,17 @@ class NativeBackend(Backend):
         owner = self.data_dir.stat().st_uid
         expected = _uid_of(self.run_as) if self.run_as else os.geteuid()
         if owner != expected:
-            user = self.run_as or _user_name(os.geteuid())
-            raise BackendError(
+            user = self.server_user()
+            problems.append(
                 f"{self.data_dir} is owned by {_user_name(owner)}, but the server runs as {user}:"
                 f" chown -R {user} {self.data_dir}"
             )
+        return problems
+
+    def _check_data_dir(self) -> None:
+        problems = self.data_dir_problems()
+        if problems:
+            raise BackendError(problems[0])
 
     def _initdb(self, report: Reporter) -> None:
         if self.data_dir.exists() and any(self.data_dir.iterdir()):
@@ -380,14 +402,7 @@ class NativeBackend(Backend):
         os.chmod(self.data_dir, 0o700)
         if self.run_as:
             self._chown(self.data_dir)
-            uid = _uid_of(self.run_as)
-            blocked = unreachable_parent(self.data_dir, uid, _groups_of(self.run_as))
-            if blocked is not None:
-                raise BackendError(
-                    f"the '{self.run_as}' user cannot enter {blocked} to reach {self.data_dir}:"
-                    f" set POSTGRES_DATA_DIR to a path outside it (e.g. /var/tmp/semantik-postgres)"
-                    f" or chmod o+x {blocked}"
-                )
+            self._check_data_dir()
 
     def _chown(self, path: Path) -> None:
         if self.run_as:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from semantik_infra.tasks import env, postgres
+from semantik_infra.tasks import env, postgres, setup
 
 
 def build_namespace() -> Collection:
     """The root collection with every task collection."""
-    return Collection(Collection.from_module(env), Collection.from_module(postgres))
+    return Collection(setup.onboard, setup.doctor, Collection.from_module(env), Collection.from_module(postgres))
 
 
 namespace = build_namespace()

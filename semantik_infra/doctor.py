@@ -1,0 +1,424 @@
+"""`inv doctor`: a read-only diagnosis of a developer's setup. It owns the checks behind the seed's
+Troubleshooting list — env files (present, valid, secrets not readable by others, not tracked by
+git), the backend (engine and compose, image, container health; or binaries, data directory owner,
+permissions and major version), the port, client tool versions, backups, and a quick connection
+test — each reported as ok / warn / fail with a hint saying exactly what to run or change."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from semantik_infra.config import SECRET_NAMES, Settings, read_env_file
+from semantik_infra.errors import ConfigError, InfraError
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+STALE_BACKUP_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's verdict: area, ok/warn/fail, what was found, and how to fix it."""
+
+    area: str
+    status: str
+    summary: str
+    hint: str = ""
+
+
+@dataclass
+class DoctorReport:
+    """All findings, in the order the checks ran."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, area: str, status: str, summary: str, hint: str = "") -> None:
+        """Record one finding."""
+        self.findings.append(Finding(area, status, summary, hint))
+
+    @property
+    def failed(self) -> bool:
+        """True if any check failed."""
+        return any(f.status == FAIL for f in self.findings)
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready form."""
+        counts = {s: sum(f.status == s for f in self.findings) for s in (OK, WARN, FAIL)}
+        return {"ok": not self.failed, "counts": counts, "findings": [asdict(f) for f in self.findings]}
+
+
+def diagnose(
+    settings: Settings | None,
+    config_error: ConfigError | None,
+    project_dir: Path,
+    env_files: Iterable[Path],
+    *,
+    connection_check: Callable[[Settings], Finding] | None = None,
+) -> DoctorReport:
+    """Run every check without changing anything; `settings` is None when loading them failed."""
+    report = DoctorReport()
+    check_env_files(report, settings, config_error, project_dir, list(env_files))
+    if settings is None:
+        return report
+    backend_name = check_backend(report, settings)
+    if backend_name in ("docker", "native"):
+        check_port(report, settings, backend_name)
+    check_client_tools(report, settings, backend_name)
+    check_backups(report, settings)
+    if connection_check is not None:
+        report.findings.append(connection_check(settings))
+    return report
+
+
+# --- env files -----------------------------------------------------------------------------
+
+
+def check_env_files(
+    report: DoctorReport,
+    settings: Settings | None,
+    config_error: ConfigError | None,
+    project_dir: Path,
+    env_files: list[Path],
+) -> None:
+    """Present, readable, valid, secrets set and private, .env not tracked by git."""
+    main = env_files[1] if len(env_files) > 1 else project_dir / ".env"
+    if not main.exists():
+        report.add("env", WARN, f"{main} does not exist", "run `inv env.init` to create it with fresh secrets")
+    for path in env_files:
+        if not path.exists():
+            continue
+        try:
+            values = read_env_file(path)
+        except ConfigError as error:
+            report.add("env", FAIL, str(error), f"fix or remove {path}")
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        holds_secret = any(values.get(name) for name in SECRET_NAMES)
+        if holds_secret and mode & 0o077:
+            report.add(
+                "env", FAIL, f"{path} holds secrets but is readable by others (mode {mode:04o})", f"chmod 600 {path}"
+            )
+        elif holds_secret:
+            report.add("env", OK, f"{path} holds secrets and is private (mode {mode:04o})")
+    if config_error is not None:
+        report.add("env", FAIL, f"invalid configuration: {config_error}", "fix the variable named above")
+        return
+    assert settings is not None
+    if settings.postgres_configured:
+        if not settings.database.password:
+            report.add("env", FAIL, "POSTGRES_PASSWORD is empty", "run `inv env.init` to generate one")
+        else:
+            report.add("env", OK, f"configuration valid: {settings.database.redacted()}")
+    else:
+        report.add("env", WARN, f"PostgreSQL not configured: {settings.database_source}", "run `inv env.init`")
+    _check_git_tracking(report, project_dir, main)
+
+
+def _check_git_tracking(report: DoctorReport, project_dir: Path, env_file: Path) -> None:
+    import shutil
+
+    from semantik_infra import proc
+    from semantik_infra.proc import Command
+
+    if not env_file.exists() or not shutil.which("git") or not (project_dir / ".git").exists():
+        return
+    relative = os.path.relpath(env_file, project_dir)
+    git = ("git", "-C", str(project_dir))
+    tracked = proc.run(Command((*git, "ls-files", "--error-unmatch", relative)), check=False, timeout=10)
+    if tracked.returncode == 0:
+        report.add(
+            "env",
+            WARN,
+            f"{relative} is tracked by git: its secrets are in the repository history",
+            f"git rm --cached {relative}, add it to .gitignore, and rotate the secrets (`inv env.init --force`)",
+        )
+        return
+    ignored = proc.run(Command((*git, "check-ignore", "-q", relative)), check=False, timeout=10)
+    if ignored.returncode != 0:
+        report.add("env", WARN, f"{relative} is not ignored by git", f"add {relative} to .gitignore")
+
+
+# --- backend -------------------------------------------------------------------------------
+
+
+def check_backend(report: DoctorReport, settings: Settings) -> str | None:
+    """Which backend, and whether it can run: engine/compose/image/container, or binaries/data dir."""
+    from semantik_infra.backends import resolve_auto
+
+    name = settings.backend
+    if name == "auto":
+        try:
+            name = resolve_auto(settings)
+        except InfraError as error:
+            report.add("backend", FAIL, str(error))
+            return None
+        report.add("backend", OK, f"auto resolves to the {name} backend")
+    if name == "docker":
+        _check_docker(report, settings)
+    elif name == "native":
+        _check_native(report, settings)
+    else:
+        report.add("backend", OK, f"external server at {settings.database.redacted()} (not managed here)")
+    return name
+
+
+def _check_docker(report: DoctorReport, settings: Settings) -> None:
+    from semantik_infra.backends.docker import DockerBackend, connect_engine, detect_compose
+
+    try:
+        client = connect_engine(timeout=5)
+    except InfraError as error:
+        report.add("backend", FAIL, str(error), "start the engine (e.g. `sudo systemctl start docker`)")
+        return
+    report.add("backend", OK, f"Docker engine {client.version().get('Version', '?')} reachable")
+    try:
+        report.add("backend", OK, f"compose: {' '.join(detect_compose())}")
+    except InfraError as error:
+        report.add("backend", FAIL, str(error))
+    from docker.errors import ImageNotFound
+
+    try:
+        client.images.get(settings.compose.image)
+        report.add("backend", OK, f"image {settings.compose.image} present")
+    except ImageNotFound:
+        report.add(
+            "backend",
+            WARN,
+            f"image {settings.compose.image} is not on this machine",
+            "`inv postgres.up` will try to pull it; set POSTGRES_IMAGE to an image you have if there is no registry",
+        )
+    try:
+        backend = DockerBackend(settings)
+        status = backend.status()
+    except InfraError as error:
+        report.add("backend", FAIL, str(error))
+        return
+    if status.running:
+        health = status.facts.get("health", "")
+        verdict = OK if health in ("healthy", "no health check") else FAIL
+        hint = "" if verdict == OK else "see `inv postgres.logs --tail 50`"
+        report.add("backend", verdict, f"container {status.facts.get('container')} running ({health})", hint)
+    else:
+        report.add("backend", WARN, "the PostgreSQL container is not running", "run `inv postgres.up`")
+
+
+def _check_native(report: DoctorReport, settings: Settings) -> None:
+    from semantik_infra.backends.native import NativeBackend
+
+    try:
+        backend = NativeBackend(settings)
+    except InfraError as error:
+        report.add("backend", FAIL, str(error))
+        return
+    found = backend.binaries
+    report.add("backend", OK, f"PostgreSQL {found.version} binaries in {found.bindir} (found by {found.found_by})")
+    problems = backend.data_dir_problems()
+    for problem in problems:
+        report.add("backend", FAIL, problem)
+    if not backend.data_dir.exists():
+        report.add("backend", WARN, f"{backend.data_dir} does not exist yet", "run `inv postgres.up` to create it")
+    elif not problems:
+        mode = stat.S_IMODE(backend.data_dir.stat().st_mode)
+        report.add("backend", OK, f"{backend.data_dir} owned by {backend.server_user()}, mode {mode:04o}")
+    if backend.data_dir.exists() and not backend.is_running():
+        report.add("backend", WARN, "the native server is not running", "run `inv postgres.up`")
+
+
+# --- port ----------------------------------------------------------------------------------
+
+
+def check_port(report: DoctorReport, settings: Settings, backend_name: str) -> None:
+    """Free, held by our server, or held by something else (what, and which variable to change)."""
+    from semantik_infra.backends.native import port_in_use
+
+    port = settings.database.port or 5432
+    if not port_in_use(port):
+        report.add("port", OK, f"port {port} is free for the server")
+        return
+    holder = listening_process(port)
+    if _ours(settings, backend_name):
+        report.add("port", OK, f"port {port} is held by our server")
+        return
+    what = f"{holder[1]} (pid {holder[0]})" if holder else "another process"
+    report.add(
+        "port",
+        FAIL,
+        f"port {port} is held by {what}, not by our server",
+        f"stop it, or set POSTGRES_PORT to a free port ({settings.sources.get('POSTGRES_PORT', 'default')})",
+    )
+
+
+def _ours(settings: Settings, backend_name: str) -> bool:
+    try:
+        if backend_name == "native":
+            from semantik_infra.backends.native import NativeBackend
+
+            return NativeBackend(settings).is_running()
+        from semantik_infra.backends.docker import DockerBackend
+
+        return DockerBackend(settings).status().running
+    except InfraError:
+        return False
+
+
+def listening_process(port: int) -> tuple[int, str] | None:
+    """(pid, command name) of the process listening on TCP `port`, if /proc lets us see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            inodes |= listening_inodes(Path(table).read_text(), port)
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                    pid = int(fd_dir.parent.name)
+                    return pid, (fd_dir.parent / "comm").read_text().strip()
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def listening_inodes(table: str, port: int) -> set[int]:
+    """Socket inodes in LISTEN state on `port` from a /proc/net/tcp{,6} table."""
+    found = set()
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            found.add(int(inode))
+    return found
+
+
+# --- client tools --------------------------------------------------------------------------
+
+
+def check_client_tools(report: DoctorReport, settings: Settings, backend_name: str | None) -> None:
+    """pg_dump must not be older than the server, or backups break."""
+    if backend_name == "docker":
+        report.add("client tools", OK, "pg_dump/pg_restore run inside the container (versions match the server)")
+        return
+    from semantik_infra.backends.native import find_client_tool, parse_version
+    from semantik_infra.proc import Command, run
+
+    try:
+        pg_dump = find_client_tool("pg_dump", settings.pg_bin)
+    except InfraError as error:
+        report.add("client tools", FAIL, str(error))
+        return
+    client_version, client_major = parse_version(run(Command((str(pg_dump), "--version")), timeout=10).stdout)
+    server = server_version(settings)
+    if server is None:
+        report.add("client tools", OK, f"pg_dump {client_version} ({pg_dump}); server not reachable to compare")
+        return
+    server_text, server_major = server
+    if client_major is not None and client_major < server_major:
+        report.add(
+            "client tools",
+            FAIL,
+            f"pg_dump {client_version} is older than the server ({server_text}): backups would fail",
+            f"install PostgreSQL {server_major} client tools and point PG_BIN at them",
+        )
+    else:
+        report.add("client tools", OK, f"pg_dump {client_version} can dump the server ({server_text})")
+
+
+def server_version(settings: Settings) -> tuple[str, int] | None:
+    """(version text, major) of the configured server, or None if it cannot be reached quickly."""
+    import psycopg2
+
+    try:
+        connection = psycopg2.connect(**settings.database.libpq_params(), connect_timeout="3")
+    except psycopg2.Error:
+        return None
+    try:
+        return connection.server_version and (
+            _format_server_version(connection.server_version),
+            connection.server_version // 10000,
+        )
+    finally:
+        connection.close()
+
+
+def _format_server_version(number: int) -> str:
+    return f"{number // 10000}.{number % 10000}"
+
+
+# --- backups -------------------------------------------------------------------------------
+
+
+def check_backups(report: DoctorReport, settings: Settings) -> None:
+    """The backups directory is writable; how old the newest backup is, and whether it verifies."""
+    import time
+
+    directory = settings.backup.directory
+    if not directory.exists():
+        parent = next((p for p in directory.parents if p.exists()), Path("/"))
+        verdict = OK if os.access(parent, os.W_OK) else FAIL
+        hint = "" if verdict == OK else f"make {parent} writable or set BACKUP_DIR"
+        report.add(
+            "backups",
+            verdict if verdict == FAIL else WARN,
+            f"{directory} does not exist yet (no backups)",
+            hint or "run `inv postgres.backup` to make the first one",
+        )
+        return
+    if not os.access(directory, os.W_OK):
+        report.add("backups", FAIL, f"{directory} is not writable", "fix its permissions or set BACKUP_DIR")
+        return
+    archives = sorted(directory.glob("*.dump"), key=lambda p: p.stat().st_mtime)
+    if not archives:
+        report.add("backups", WARN, f"no backups in {directory}", "run `inv postgres.backup`")
+        return
+    newest = archives[-1]
+    age_days = (time.time() - newest.stat().st_mtime) / 86400
+    verdict = WARN if age_days > STALE_BACKUP_DAYS else OK
+    report.add(
+        "backups",
+        verdict,
+        f"newest backup {newest.name} is {age_days:.1f} days old",
+        "run `inv postgres.backup`" if verdict == WARN else "",
+    )
+
+
+def diagnose_project(
+    environ: Mapping[str, str], cwd: Path, *, connection_check: Callable[[Settings], Finding] | None = None
+) -> DoctorReport:
+    """Load the settings (a load failure becomes a finding) and run every check."""
+    from semantik_infra.config import env_file_chain, find_project_dir, load_settings
+
+    project_dir = find_project_dir(cwd, environ)
+    settings: Settings | None = None
+    error: ConfigError | None = None
+    try:
+        settings = load_settings(environ=environ, cwd=cwd)
+    except ConfigError as exc:
+        error = exc
+    try:
+        chain: Iterable[Path] = env_file_chain(project_dir, environ)[1]
+    except ConfigError:
+        chain = ()
+    return diagnose(settings, error, project_dir, chain, connection_check=connection_check)
+
+
+def render_findings(findings: Iterable[Finding], *, problems_only: bool = False) -> list[str]:
+    """Human lines: a status line per finding and, for problems, a `fix:` line."""
+    from semantik_infra.console import status_line
+
+    lines = []
+    for finding in findings:
+        if problems_only and finding.status == OK:
+            continue
+        lines.append(status_line(finding.status, f"{finding.area}: {finding.summary}"))
+        if finding.hint and finding.status != OK:
+            lines.append(f"    fix: {finding.hint}")
+    return lines
