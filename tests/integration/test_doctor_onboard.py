@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 
 import pytest
 
