@@ -1,0 +1,88 @@
+"""Docker tests need a real engine, compose, and the stand-in PostgreSQL image that
+tests/docker/image.py builds (scripts/ci-docker-setup.sh does all three). Without an engine they
+skip with the reason; under CI=true they fail instead, because CI must run them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HOSTILE_PASSWORD, REPO, clean_environ, free_port, make_project_dir, run_task
+
+DEFAULT_TEST_IMAGE = "semantik-infra/postgres-test:15"
+COMPOSE_FILE = REPO / "compose" / "docker-compose.postgres.yml"
+
+
+def _engine_problem(image: str) -> str | None:
+    try:
+        import docker
+        from docker.errors import DockerException, ImageNotFound
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception as error:  # any failure means there is no usable engine
+        return f"no Docker engine answers ({type(error).__name__}); run scripts/ci-docker-setup.sh"
+    try:
+        client.images.get(image)
+    except ImageNotFound:
+        return f"test image {image} is missing; run python tests/docker/image.py"
+    except DockerException as error:
+        return f"Docker engine error: {error}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def test_image() -> str:
+    """The stand-in image's tag; skips (or fails under CI) when the engine or image is missing."""
+    image = os.environ.get("SEMANTIK_TEST_IMAGE") or DEFAULT_TEST_IMAGE
+    problem = _engine_problem(image)
+    if problem and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the docker tests: {problem}")
+    if problem:
+        pytest.skip(problem)
+    return image
+
+
+@dataclass(frozen=True)
+class DockerProject:
+    """A project dir and environment for the docker backend with a unique compose project."""
+
+    project_dir: Path
+    environ: dict[str, str]
+    port: int
+    password: str
+
+    def run(self, *args: str, **extra: str):  # type: ignore[no-untyped-def]
+        """Run a task in this project, optionally with extra environment variables."""
+        return run_task(*args, environ={**self.environ, **extra}, cwd=self.project_dir, timeout=300)
+
+
+@pytest.fixture
+def docker_project(test_image: str) -> Iterator[DockerProject]:
+    """A fresh compose project on a free port; its container and volume are removed afterwards."""
+    project_dir = make_project_dir("semantik-docker-")
+    port = free_port()
+    environ = clean_environ(
+        SEMANTIK_PROJECT_DIR=str(project_dir),
+        SEMANTIK_PG_BACKEND="docker",
+        COMPOSE_PROJECT_NAME=f"sitest{secrets.token_hex(4)}",
+        COMPOSE_FILES=str(COMPOSE_FILE),
+        POSTGRES_IMAGE=test_image,
+        POSTGRES_HOST="127.0.0.1",
+        POSTGRES_PORT=str(port),
+        POSTGRES_USER="semantik",
+        POSTGRES_DB="semantik",
+        POSTGRES_PASSWORD=HOSTILE_PASSWORD,
+    )
+    project = DockerProject(project_dir, environ, port, HOSTILE_PASSWORD)
+    try:
+        yield project
+    finally:
+        project.run("postgres.down", "--volumes", "--yes")
+        shutil.rmtree(project_dir, ignore_errors=True)

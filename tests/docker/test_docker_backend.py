@@ -1,0 +1,120 @@
+"""The postgres tasks on the docker backend against a real engine, compose and container."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.docker.conftest import COMPOSE_FILE, DockerProject
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+APP_FILE = COMPOSE_FILE.parents[1] / "tests" / "docker" / "fixtures" / "docker-compose.app.yml"
+
+
+def _compose() -> list[str]:
+    from semantik_infra.backends.docker import detect_compose
+
+    return list(detect_compose())
+
+
+def _ok(result, *fragments: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for fragment in fragments:
+        assert fragment in output, output
+    return output
+
+
+def _config(*files, env=None) -> dict:
+    argv = [*_compose(), "-p", "configcheck"]
+    for path in files:
+        argv += ["-f", str(path)]
+    result = subprocess.run(
+        [*argv, "config"],
+        capture_output=True,
+        text=True,
+        env=env or {"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "x"},
+    )
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_compose_file_is_valid_alone_and_layered():
+    if not shutil.which("docker-compose") and not shutil.which("docker"):
+        pytest.skip("no compose installed")
+    alone = _config(COMPOSE_FILE)
+    assert "postgres" in alone["services"]
+    layered = _config(APP_FILE, COMPOSE_FILE)
+    assert {"postgres"} <= set(layered["services"]) and len(layered["services"]) >= 2
+
+
+def test_compose_file_hardening_and_loopback_port():
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["postgres"]
+    assert service["cap_drop"] == ["ALL"]
+    assert set(service["cap_add"]) <= {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}
+    assert any("no-new-privileges" in opt for opt in service["security_opt"])
+    assert service.get("tmpfs")
+    assert "healthcheck" in service and "pg_isready" in str(service["healthcheck"]["test"])
+    assert service.get("cpus") or service.get("deploy")
+    assert service.get("mem_limit") or service.get("deploy")
+    port = service["ports"][0]
+    assert str(port).startswith("${POSTGRES_BIND_ADDRESS:-127.0.0.1}:")
+    resolved = _config(COMPOSE_FILE)["services"]["postgres"]["ports"][0]
+    host_ip = resolved["host_ip"] if isinstance(resolved, dict) else str(resolved).split(":")[0]
+    assert host_ip == "127.0.0.1"
+
+
+def test_lifecycle_data_survives_and_volume_delete(docker_project: DockerProject):
+    p = docker_project
+    up = _ok(p.run("postgres.up"), "is healthy", "accepts connections")
+    _ok(p.run("postgres.up"), "already running")
+    status = _ok(p.run("postgres.status"), "health:", "healthy", f"127.0.0.1:{p.port}")
+    _ok(p.run("postgres.shell", "-c", "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('in the volume')"))
+    _ok(p.run("postgres.logs", "--tail", "5"))
+    _ok(p.run("postgres.down"), "data kept")
+    assert p.run("postgres.status").returncode == 3
+    _ok(p.run("postgres.up"), "is healthy")
+    _ok(p.run("postgres.shell", "-c", "SELECT v FROM kept"), "in the volume")
+    refused = p.run("postgres.down", "--volumes")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    _ok(p.run("postgres.down", "--volumes", "--yes"), "deleted docker volume")
+    for output in (up, status):
+        assert p.password not in output
+
+
+def test_host_connection_with_special_character_password(docker_project: DockerProject):
+    import psycopg2
+
+    p = docker_project
+    _ok(p.run("postgres.up"))
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=p.port, user="semantik", password=p.password, dbname="semantik", connect_timeout=5
+    )
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT current_user")
+        assert cursor.fetchone()[0] == "semantik"
+    connection.close()
+
+
+def test_unhealthy_container_fails_up_with_its_logs(docker_project: DockerProject, tmp_path):
+    p = docker_project
+    broken = tmp_path / "broken-health.yml"
+    broken.write_text(
+        "services:\n  postgres:\n    healthcheck:\n"
+        "      test: ['CMD-SHELL', 'echo broken-on-purpose >&2; exit 1']\n"
+        "      interval: 1s\n      timeout: 2s\n      retries: 2\n      start_period: 0s\n"
+    )
+    result = p.run("postgres.up", "--timeout", "60", COMPOSE_FILES=f"{COMPOSE_FILE}:{broken}")
+    assert result.returncode == 1
+    assert "unhealthy" in result.stderr and "last log lines" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_image_fails_clearly(docker_project: DockerProject):
+    result = docker_project.run("postgres.up", POSTGRES_IMAGE="semantik-infra/does-not-exist:0")
+    assert result.returncode == 1
+    assert "POSTGRES_IMAGE" in result.stderr and "Traceback" not in result.stderr
