@@ -216,7 +216,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     database, database_source = _resolve_database(parse, raw, explicit, project_dir)
     backend = parse.choice("SEMANTIK_PG_BACKEND", BACKENDS)
     compose_files = tuple(
-        _resolve(project_dir, item.strip())
+        _resolve_shipped(project_dir, item.strip())
         for item in raw["COMPOSE_FILES"].value.replace(",", ":").split(":")
         if item.strip()
     )
@@ -365,6 +365,14 @@ def _display_value(name: str, value: str) -> str:
 def _resolve(project_dir: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else project_dir / path
+
+
+def _resolve_shipped(project_dir: Path, value: str) -> Path:
+    # A relative file missing from the project (e.g. the app's repo) falls back to the copy that
+    # ships beside this package, so the default compose file works from any project.
+    path = _resolve(project_dir, value)
+    shipped = _resolve(Path(__file__).resolve().parents[1], value)
+    return shipped if not path.exists() and shipped.exists() else path
 
 
 def _label(path: Path, project_dir: Path) -> str:

@@ -12,8 +12,8 @@ from typing import TextIO
 def _marks(stream: TextIO) -> dict[str, str]:
     encoding = (getattr(stream, "encoding", None) or "ascii").lower()
     if "utf" in encoding:
-        return {"ok": "✓", "warn": "!", "fail": "✗", "info": "·"}
-    return {"ok": "[ok]", "warn": "[warn]", "fail": "[fail]", "info": "-"}
+        return {"ok": "✓", "warn": "!", "fail": "✗", "info": "·", "skip": "–"}
+    return {"ok": "[ok]", "warn": "[warn]", "fail": "[fail]", "info": "-", "skip": "[skip]"}
 
 
 def status_line(status: str, text: str, seconds: float | None = None, stream: TextIO | None = None) -> str:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from semantik_infra.tasks import env, postgres, setup
+from semantik_infra.tasks import env, postgres, setup, test
 
 
 def build_namespace() -> Collection:
     """The root collection with every task collection."""
-    return Collection(setup.onboard, setup.doctor, Collection.from_module(env), Collection.from_module(postgres))
+    return Collection(
+        setup.onboard,
+        setup.doctor,
+        Collection.from_module(env),
+        Collection.from_module(postgres),
+        Collection.from_module(test),
+    )
 
 
 namespace = build_namespace()

@@ -12,13 +12,27 @@ from semantik_infra.tasks._common import infra_task
 
 if TYPE_CHECKING:
     from semantik_infra.config import Settings
-    from semantik_infra.doctor import DoctorReport
+    from semantik_infra.doctor import DoctorReport, Finding
 
 
 def _quick_connection_test(settings: Settings) -> None:
-    from semantik_infra.backends import select_backend
+    from semantik_infra.diagnostics import first_failure, quick_check
+    from semantik_infra.errors import DatabaseError
 
-    select_backend(settings).wait_until_ready(10)
+    failed = first_failure(quick_check(settings))
+    if failed is not None:
+        raise DatabaseError(f"{failed.name}: {failed.summary}" + (f" ({failed.hint})" if failed.hint else ""))
+
+
+def _connection_finding(settings: Settings) -> Finding:
+    from semantik_infra.diagnostics import first_failure, quick_check
+    from semantik_infra.doctor import FAIL, OK, Finding
+
+    report = quick_check(settings)
+    failed = first_failure(report)
+    if failed is None:
+        return Finding("connection", OK, f"quick connection test passed ({report.url})")
+    return Finding("connection", FAIL, f"{failed.name}: {failed.summary}", failed.hint or "run `inv test.connection`")
 
 
 def _diagnose() -> DoctorReport:
@@ -27,7 +41,7 @@ def _diagnose() -> DoctorReport:
 
     from semantik_infra.doctor import diagnose_project
 
-    return diagnose_project(os.environ, Path.cwd())
+    return diagnose_project(os.environ, Path.cwd(), connection_check=_connection_finding)
 
 
 @task
