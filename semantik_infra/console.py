@@ -65,3 +65,29 @@ class Timer:
     def seconds(self) -> float:
         """Seconds since start (or between start and exit)."""
         return (self._end or time.monotonic()) - self.start
+
+
+class Progress:
+    """A one-line byte counter rewritten in place on a terminal (at most 4 times a second)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stdout
+        self.enabled = self.stream.isatty()
+        self.start = time.monotonic()
+        self._last = 0.0
+
+    def update(self, count: int) -> None:
+        """Show `count` bytes so far with the elapsed time."""
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.25:
+            return
+        self._last = now
+        self.stream.write(f"\r{self.label}: {format_bytes(count)} in {format_duration(now - self.start)}   ")
+        self.stream.flush()
+
+    def done(self) -> None:
+        """Clear the progress line."""
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

@@ -4,6 +4,7 @@ when it can be large, and Ctrl-C stops the child cleanly before the interrupt pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -142,6 +143,34 @@ def stream_to(
             process.stdout.close()
         errors.seek(0)
         return status, errors.read().decode("utf-8", "replace")
+
+
+def feed_from(command: Command, source: IO[bytes], *, chunk_size: int = 1 << 20) -> tuple[int, str, str]:
+    """Stream `source` into the child's stdin; return (exit status, stdout text, stderr text).
+
+    Output goes to temporary files rather than pipes, so a chatty child never deadlocks us.
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as errors:
+        process = spawn(command, stdin=subprocess.PIPE, stdout=out, stderr=errors)
+        assert process.stdin is not None
+        try:
+            try:
+                while chunk := source.read(chunk_size):
+                    process.stdin.write(chunk)
+            except BrokenPipeError:
+                pass  # the child stopped reading: its exit status says why
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    process.stdin.close()
+            status = process.wait()
+        except BaseException:
+            stop_child(process)
+            raise
+        out.seek(0)
+        errors.seek(0)
+        return status, out.read().decode("utf-8", "replace"), errors.read().decode("utf-8", "replace")
 
 
 def last_line(text: str) -> str:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from semantik_infra.tasks import env, postgres, setup, test
+from semantik_infra.tasks import backup, env, postgres, setup, test
 
 
 def build_namespace() -> Collection:
     """The root collection with every task collection."""
+    postgres_tasks = Collection.from_module(postgres)
+    for extra in (backup.backup, backup.backups, backup.restore):
+        postgres_tasks.add_task(extra)
     return Collection(
         setup.onboard,
         setup.doctor,
         Collection.from_module(env),
-        Collection.from_module(postgres),
+        postgres_tasks,
         Collection.from_module(test),
     )
 
