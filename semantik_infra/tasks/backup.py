@@ -121,12 +121,12 @@ def backups(
 
 @task(
     help={
-        "archive": "An archive path, or 'latest' (default) for the newest backup of the configured database",
+        "archive": "Archive to restore: a path, or 'latest' (default: the newest backup of the configured database)",
         "yes": "Do not ask for confirmation",
         "jobs": "Parallel pg_restore jobs (plain archives on native/external)",
         "in_place": "Clean and restore into the live database instead of swapping in a scratch copy",
         "drop_old": "Drop the previous database after a successful swap",
-    }
+    },
 )
 @infra_task
 def restore(

@@ -1,0 +1,426 @@
+"""Backup and restore against a real server with real pg_dump/pg_restore: round trips of every
+kind of data, and each way a backup or restore can fail leaves the user's data intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from semantik_infra.secrets import generate_encryption_key
+from tests.conftest import (
+    HOSTILE_PASSWORD,
+    REPO,
+    RunningCluster,
+    destroy_cluster,
+    make_project_dir,
+    run_task,
+    start_cluster,
+)
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = """
+CREATE TABLE authors (id serial PRIMARY KEY, name text NOT NULL UNIQUE);
+CREATE TABLE docs (
+    id bigserial PRIMARY KEY,
+    author_id int NOT NULL REFERENCES authors(id),
+    title text NOT NULL,
+    body bytea,
+    meta json,
+    tags jsonb,
+    scores real[],
+    words text[],
+    created timestamptz NOT NULL DEFAULT '2026-01-01T00:00:00Z'
+);
+CREATE INDEX docs_title_idx ON docs (title);
+CREATE VIEW doc_titles AS SELECT d.id, a.name, d.title FROM docs d JOIN authors a ON a.id = d.author_id;
+INSERT INTO authors (name) VALUES ('Zoë'), ('東京'), ('O''Brien');
+INSERT INTO docs (author_id, title, body, meta, tags, scores, words)
+SELECT 1 + g % 3, 'doc ' || g || ' ✓ ü',
+       decode(md5(g::text) || md5((g * 7)::text), 'hex'),
+       json_build_object('n', g, 'name', 'Zürich'),
+       jsonb_build_object('tags', jsonb_build_array('a', g, 'ü')),
+       ARRAY[g::real / 3, 1.5], ARRAY['x', 'é' || g]
+FROM generate_series(1, 2000) g;
+INSERT INTO docs (author_id, title, body) VALUES (1, 'big row', decode(repeat(md5('big'), 40000), 'hex'));
+SELECT lo_from_bytea(0, convert_to(repeat('large object ✓ ', 5000), 'UTF8'));
+SELECT setval('docs_id_seq', 5000);
+"""
+
+CHECKSUMS = {
+    "authors": "SELECT md5(string_agg(t::text, '|' ORDER BY t.id)) FROM authors t",
+    "docs": "SELECT md5(string_agg(t::text, '|' ORDER BY t.id)) FROM docs t",
+    "view": "SELECT md5(string_agg(t::text, '|' ORDER BY t.id)) FROM doc_titles t",
+    "large objects": "SELECT md5(string_agg(md5(lo_get(oid)), ',' ORDER BY oid)) FROM pg_largeobject_metadata",
+    "sequence": "SELECT last_value::text FROM docs_id_seq",
+    "index": "SELECT count(*)::text FROM pg_indexes WHERE indexname = 'docs_title_idx'",
+    "foreign key": "SELECT count(*)::text FROM pg_constraint WHERE contype = 'f' AND conrelid = 'docs'::regclass",
+}
+
+
+@dataclass
+class DbProject:
+    """A project dir with its own database and backups directory on a shared cluster."""
+
+    cluster: RunningCluster
+    project_dir: Path
+    database: str
+    environ: dict[str, str]
+
+    @property
+    def backups(self) -> Path:
+        return self.project_dir / "backups"
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        result = run_task(*args, environ={**self.environ, **extra}, cwd=self.project_dir, timeout=600)
+        output = result.stdout + result.stderr
+        assert HOSTILE_PASSWORD not in output
+        assert self.environ["BACKUP_ENCRYPTION_KEY"] not in output
+        assert "Traceback" not in output, output
+        return result
+
+    def connect(self, database: str | None = None):  # type: ignore[no-untyped-def]
+        params = self.cluster.settings.database.with_database(database or self.database).libpq_params()
+        connection = psycopg2.connect(**params)
+        connection.autocommit = True
+        return connection
+
+    def sql(self, statement: str, database: str | None = None) -> list[tuple]:
+        connection = self.connect(database)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+    def checksums(self) -> dict[str, str]:
+        return {name: self.sql(query)[0][0] for name, query in CHECKSUMS.items()}
+
+    def databases(self) -> set[str]:
+        return {row[0] for row in self.sql("SELECT datname FROM pg_database", database="postgres")}
+
+    def archives(self) -> list[Path]:
+        return sorted(self.backups.glob("*.dump"))
+
+
+def _db_project(cluster: RunningCluster, **extra: str) -> DbProject:
+    database = f"t_{secrets.token_hex(4)}"
+    project_dir = make_project_dir()
+    environ = {
+        **cluster.environ,
+        "SEMANTIK_PROJECT_DIR": str(project_dir),
+        "POSTGRES_DB": database,
+        "POSTGRES_DATA_DIR": str(cluster.settings.data_dir),
+        "BACKUP_ENCRYPTION_KEY": generate_encryption_key(),
+        **extra,
+    }
+    project = DbProject(cluster, project_dir, database, environ)
+    project.sql(f'CREATE DATABASE "{database}"', database="postgres")
+    return project
+
+
+@pytest.fixture
+def db(pg_cluster: RunningCluster) -> Iterator[DbProject]:
+    project = _db_project(pg_cluster)
+    project.sql(SCHEMA)
+    yield project
+    for name in project.databases():
+        if name.startswith(project.database):
+            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
+    shutil.rmtree(project.project_dir, ignore_errors=True)
+
+
+def _change_everything(db: DbProject) -> None:
+    db.sql(
+        "UPDATE docs SET title = 'changed', body = NULL, tags = '{}' WHERE id % 2 = 0;"
+        " DELETE FROM docs WHERE id % 3 = 0; INSERT INTO authors (name) VALUES ('new');"
+        " SELECT lo_unlink(oid) FROM pg_largeobject_metadata; SELECT setval('docs_id_seq', 9)"
+    )
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
+    original = db.checksums()
+    backup = db.run("postgres.backup", *(["--encrypt"] if encrypt else []))
+    assert backup.returncode == 0, backup.stderr
+    [archive] = db.archives()
+    assert archive.stat().st_mode & 0o777 == 0o600
+    manifest = json.loads((archive.parent / (archive.name + ".json")).read_text())
+    assert manifest["encrypted"] is encrypt and manifest["database"] == db.database
+    assert manifest["toc_entries"] > 5 and manifest["tables"]["public.docs"] == 2001
+    assert db.environ["BACKUP_ENCRYPTION_KEY"] not in json.dumps(manifest)
+    _change_everything(db)
+    assert db.checksums() != original
+    restore = db.run("postgres.restore", "--archive", "latest", "--yes")
+    assert restore.returncode == 0, restore.stdout + restore.stderr
+    assert db.checksums() == original
+    assert "public.docs: 2001 rows" in restore.stdout
+    kept = [name for name in db.databases() if name.startswith(f"{db.database}_before_restore_")]
+    assert len(kept) == 1  # the replaced database is kept until --drop-old
+    assert not [name for name in db.databases() if "_restore_" in name and "before" not in name]
+
+
+def test_restore_drop_old_and_in_place(db: DbProject):
+    original = db.checksums()
+    assert db.run("postgres.backup").returncode == 0
+    _change_everything(db)
+    assert db.run("postgres.restore", "--yes", "--drop-old").returncode == 0
+    assert db.checksums() == original
+    assert not [name for name in db.databases() if "_before_restore_" in name]
+    _change_everything(db)
+    in_place = db.run("postgres.restore", "--yes", "--in-place")
+    assert in_place.returncode == 0, in_place.stdout + in_place.stderr
+    assert db.checksums() == original
+
+
+def test_restore_asks_for_confirmation(db: DbProject):
+    assert db.run("postgres.backup").returncode == 0
+    refused = db.run("postgres.restore")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject, damage: str):
+    assert db.run("postgres.backup").returncode == 0
+    [archive] = db.archives()
+    data = bytearray(archive.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    archive.write_bytes(bytes(data))
+    _change_everything(db)
+    changed, databases = db.checksums(), db.databases()
+    result = db.run("postgres.restore", "--yes")
+    assert result.returncode == 1
+    assert ("checksum mismatch" if damage == "flip" else "differs from the manifest") in result.stderr
+    assert db.checksums() == changed and db.databases() == databases
+    listing = db.run("postgres.backups", "--verify")
+    assert listing.returncode == 1 and "failed verification" in listing.stderr
+
+
+def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
+    assert db.run("postgres.backup", "--encrypt").returncode == 0
+    result = db.run("postgres.restore", "--yes", BACKUP_ENCRYPTION_KEY=generate_encryption_key())
+    assert result.returncode == 1
+    assert "encrypted with another key" in result.stderr and "BACKUP_ENCRYPTION_KEY" in result.stderr
+
+
+def test_two_backups_at_once_give_two_valid_archives(db: DbProject):
+    env = {**db.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "semantik_infra", "postgres.backup"]
+    first = subprocess.Popen(argv, cwd=db.project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    second = subprocess.Popen(argv, cwd=db.project_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert first.wait(120) == 0 and second.wait(120) == 0
+    assert len(db.archives()) == 2
+    verified = db.run("postgres.backups", "--verify")
+    assert verified.returncode == 0 and verified.stdout.count("checksum ok") == 2
+
+
+def test_prune_keeps_the_newest(db: DbProject):
+    for _ in range(3):
+        assert db.run("postgres.backup").returncode == 0
+    archives = db.archives()
+    dry = db.run("postgres.backups", "--prune", "--keep", "1", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("would delete") == 2
+    assert db.archives() == archives
+    pruned = db.run("postgres.backups", "--prune", "--keep", "1")
+    assert pruned.returncode == 0 and pruned.stdout.count("deleted") == 2
+    assert db.archives() == archives[-1:]
+    assert not list(db.backups.glob("*.json"))[1:]
+    refuse = db.run("postgres.backups", "--prune")
+    assert refuse.returncode == 2 and "--keep" in refuse.stderr
+
+
+def test_include_globals_saves_roles(db: DbProject):
+    result = db.run("postgres.backup", "--include-globals")
+    assert result.returncode == 0, result.stderr
+    [globals_file] = db.backups.glob("*.globals.sql")
+    assert "CREATE ROLE semantik" in globals_file.read_text()
+    assert globals_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_directory_format_with_jobs(db: DbProject):
+    original = db.checksums()
+    result = db.run("postgres.backup", "--format", "directory", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    [archive] = db.backups.glob("*.dumpdir")
+    assert archive.is_dir()
+    _change_everything(db)
+    restored = db.run("postgres.restore", "--archive", str(archive), "--yes", "--jobs", "2")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert db.checksums() == original
+
+
+def test_old_pg_dump_is_refused(db: DbProject, tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("psql", "pg_restore"):
+        (fake_bin / tool).symlink_to(f"/usr/lib/postgresql/15/bin/{tool}")
+    fake = fake_bin / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    fake.chmod(0o755)
+    result = db.run("postgres.backup", PG_BIN=str(fake_bin), SEMANTIK_PG_BACKEND="external")
+    assert result.returncode == 1
+    assert "pg_dump 9.6.24 is older than the server (PostgreSQL 15" in result.stderr and "PG_BIN" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_disk_full_fails_cleanly_and_keeps_earlier_backups(db: DbProject):
+    db.backups.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(db.backups)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        small = db.run("postgres.backup", BACKUP_COMPRESSION="9")
+        assert small.returncode == 0, small.stderr
+        [earlier] = db.archives()
+        before = earlier.read_bytes()
+        db.sql(
+            "INSERT INTO docs (author_id, title, body) SELECT 1, md5(g::text), decode(md5(g::text), 'hex')"
+            " FROM generate_series(1, 40000) g"
+        )
+        full = db.run("postgres.backup", BACKUP_COMPRESSION="0")
+        assert full.returncode == 1
+        assert "no space left" in full.stderr
+        assert db.archives() == [earlier] and earlier.read_bytes() == before
+        assert not list(db.backups.glob(".*partial*"))
+    finally:
+        subprocess.run(["umount", str(db.backups)], check=False)
+
+
+# --- failures while the big work runs: a separate cluster with a few hundred MB ----------------
+
+
+@pytest.fixture(scope="module")
+def big_cluster() -> Iterator[RunningCluster]:
+    cluster = start_cluster()
+    connection = psycopg2.connect(**cluster.settings.database.libpq_params())
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat(md5((g * 3)::text), 6) AS payload"
+            " FROM generate_series(1, 1200000) g"
+        )
+        cursor.execute("ANALYZE big")
+    connection.close()
+    yield cluster
+    destroy_cluster(cluster)
+
+
+def _wait_for_process(name: str, needle: str, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(name.encode()) and any(needle.encode() in part for part in argv):
+                return int(cmdline.parent.name)
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never started")
+
+
+@pytest.mark.slow
+def test_server_killed_mid_backup(big_cluster: RunningCluster):
+    project_dir = make_project_dir()
+    env = {
+        **big_cluster.environ,
+        "SEMANTIK_PROJECT_DIR": str(project_dir),
+        "BACKUP_COMPRESSION": "9",
+        "POSTGRES_DATA_DIR": str(big_cluster.settings.data_dir),
+        "PYTHONPATH": str(REPO),
+    }
+    try:
+        assert run_task("postgres.backup", environ={**env, "BACKUP_COMPRESSION": "1"}, cwd=project_dir).returncode == 0
+        [earlier] = (project_dir / "backups").glob("*.dump")
+        before = earlier.read_bytes()
+        task = subprocess.Popen(
+            [sys.executable, "-m", "semantik_infra", "postgres.backup"],
+            cwd=project_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_process("pg_dump", "--compress")
+        time.sleep(1.0)
+        from semantik_infra.backends.native import NativeBackend
+
+        backend = NativeBackend(big_cluster.settings)
+        subprocess.run(
+            ["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-D", str(backend.data_dir), "-m", "immediate"],
+            user=backend.run_as,
+            cwd="/",
+            check=True,
+            capture_output=True,
+        )
+        _, stderr = task.communicate(timeout=120)
+        assert task.returncode == 1, stderr
+        assert "pg_dump failed" in stderr and "Traceback" not in stderr
+        assert list((project_dir / "backups").glob("*.dump")) == [earlier]
+        assert earlier.read_bytes() == before
+        assert not list((project_dir / "backups").glob(".*"))
+    finally:
+        from semantik_infra.backends.native import NativeBackend
+
+        NativeBackend(big_cluster.settings).start()
+        shutil.rmtree(project_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: RunningCluster):
+    project_dir = make_project_dir()
+    env = {
+        **big_cluster.environ,
+        "SEMANTIK_PROJECT_DIR": str(project_dir),
+        "BACKUP_COMPRESSION": "1",
+        "POSTGRES_DATA_DIR": str(big_cluster.settings.data_dir),
+        "PYTHONPATH": str(REPO),
+    }
+    params = big_cluster.settings.database.libpq_params()
+    try:
+        assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
+        connection = psycopg2.connect(**params)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM big WHERE id > 1000")
+            cursor.execute("SELECT count(*) FROM big")
+            assert cursor.fetchone()[0] == 1000
+        connection.close()
+        task = subprocess.Popen(
+            [sys.executable, "-m", "semantik_infra", "postgres.restore", "--yes"],
+            cwd=project_dir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        victim = _wait_for_process("pg_restore", "--single-transaction")
+        time.sleep(0.5)
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = task.communicate(timeout=120)
+        assert task.returncode == 1 and "pg_restore failed" in stderr, stderr
+        connection = psycopg2.connect(**params)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM big")
+            assert cursor.fetchone()[0] == 1000  # the live database is exactly as it was
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+            assert cursor.fetchall() == []  # the scratch database was dropped
+        connection.close()
+    finally:
+        shutil.rmtree(project_dir, ignore_errors=True)
