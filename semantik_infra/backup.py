@@ -186,12 +186,6 @@ def select_for_pruning(
     return doomed
 
 
-def major_version(text: str) -> int | None:
-    """The major version in 'pg_dump (PostgreSQL) 15.4' or '16.2'."""
-    match = re.search(r"(\d+)(?:\.\d+)?", text.split(")")[-1] if ")" in text else text)
-    return int(match.group(1)) if match else None
-
-
 # --- streaming sinks -----------------------------------------------------------------------
 
 
@@ -292,10 +286,12 @@ def client_version(backend: Backend, tool: str) -> str:
 
 def check_pg_dump_version(pg_dump_version: str, server_version: str, server_major: int) -> None:
     """pg_dump refuses servers newer than itself; say so before trying, with the way out."""
-    client_major = major_version(pg_dump_version)
+    from semantik_infra.backends.native import parse_version
+
+    client, client_major = parse_version(pg_dump_version)
     if client_major is not None and client_major < server_major:
         raise BackupError(
-            f"pg_dump {pg_dump_version.split()[-1]} is older than the server (PostgreSQL {server_version}):"
+            f"pg_dump {client} is older than the server (PostgreSQL {server_version}):"
             f" install PostgreSQL {server_major} client tools and set PG_BIN to their bin directory"
         )
 
@@ -455,6 +451,7 @@ def create_backup(
     try:
         listing = read_toc(backend, final, key)
         extra = _dump_globals(backend, final) if include_globals else None
+        from semantik_infra.backends.native import parse_version
         from semantik_infra.encryption import key_fingerprint
 
         manifest = BackupManifest(
@@ -467,7 +464,7 @@ def create_backup(
             encrypted=key is not None,
             key_fingerprint=key_fingerprint(key) if key is not None else None,
             server_version=server_version,
-            pg_dump_version=dump_version.split()[-1],
+            pg_dump_version=parse_version(dump_version)[0],
             created=created.isoformat(),
             duration_s=round(time.monotonic() - started, 3),
             toc_entries=count_toc_entries(listing),

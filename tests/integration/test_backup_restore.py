@@ -275,7 +275,7 @@ def test_old_pg_dump_is_refused(db: DbProject, tmp_path):
     fake.chmod(0o755)
     result = db.run("postgres.backup", PG_BIN=str(fake_bin), SEMANTIK_PG_BACKEND="external")
     assert result.returncode == 1
-    assert "pg_dump 9.6.24 is older than the server (PostgreSQL 15" in result.stderr and "PG_BIN" in result.stderr
+    assert "pg_dump 9.6 is older than the server (PostgreSQL 15" in result.stderr and "PG_BIN" in result.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")

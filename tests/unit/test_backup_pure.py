@@ -1,0 +1,113 @@
+"""Pure parts of backups: archive names, manifests, TOC parsing, retention selection."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from semantik_infra.backup import (
+    BackupEntry,
+    BackupManifest,
+    archive_name,
+    check_pg_dump_version,
+    count_toc_entries,
+    parse_archive_name,
+    pg_dump_argv,
+    select_for_pruning,
+    toc_tables,
+)
+from semantik_infra.errors import BackupError, ConfigError
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def manifest(**changes) -> BackupManifest:
+    base = dict(
+        archive="db-x.dump",
+        database="db",
+        format="custom",
+        sha256="a" * 64,
+        size=1,
+        compression=6,
+        encrypted=False,
+        key_fingerprint=None,
+        server_version="15.4",
+        pg_dump_version="15.4",
+        created=NOW.isoformat(),
+        duration_s=1.0,
+        toc_entries=3,
+        tables={"public.t": 5},
+        backend="native",
+    )
+    return BackupManifest(**{**base, **changes})
+
+
+def test_archive_names_sort_and_parse_back():
+    first = archive_name("semantik", NOW)
+    second = archive_name("semantik", NOW + timedelta(microseconds=1))
+    assert first == "semantik-20261125T120000000000Z.dump" and first < second
+    assert parse_archive_name(first) == ("semantik", NOW)
+    assert parse_archive_name("my-db-20261125T120000000000Z.dumpdir") == ("my-db", NOW)
+    assert parse_archive_name("notes.txt") is None
+    with pytest.raises(ConfigError):
+        archive_name("../etc", NOW)
+
+
+def test_manifest_round_trip_and_validation():
+    original = manifest()
+    assert BackupManifest.from_json(original.to_json()) == original
+    with pytest.raises(BackupError, match="not valid JSON"):
+        BackupManifest.from_json("{", source="m.json")
+    with pytest.raises(BackupError, match=r"m\.json: missing backend, compression"):
+        BackupManifest.from_json('{"archive": "x", "format": "custom"}', source="m.json")
+    with pytest.raises(BackupError, match="sha256 is not a hex digest"):
+        BackupManifest.from_json(manifest(sha256="nope").to_json())
+    with pytest.raises(BackupError, match="unknown format"):
+        BackupManifest.from_json(manifest(format="tar").to_json())
+
+
+LISTING = """\
+;
+; Archive created at 2026-11-25 12:00:00 UTC
+;     dbname: semantik
+;
+215; 1259 16386 TABLE public docs semantik
+3350; 0 16386 TABLE DATA public docs semantik
+3351; 0 16390 TABLE DATA public "odd name" semantik
+3200; 2613 16400 BLOB - 16400 semantik
+"""
+
+
+def test_toc_parsing():
+    assert count_toc_entries(LISTING) == 4
+    assert toc_tables(LISTING) == ["public.docs", 'public."odd']
+
+
+def entry(days_old: float) -> BackupEntry:
+    created = NOW - timedelta(days=days_old)
+    return BackupEntry(Path(archive_name("db", created)), "db", created, None)
+
+
+def test_prune_by_count_and_age_never_the_newest():
+    entries = [entry(d) for d in (10, 5, 3, 1, 0.5)]
+    names = lambda chosen: sorted(e.created for e in chosen)  # noqa: E731
+    assert names(select_for_pruning(entries, keep=2, keep_days=None, now=NOW)) == names(entries[:3])
+    assert names(select_for_pruning(entries, keep=None, keep_days=4, now=NOW)) == names(entries[:2])
+    # Both given: kept if either rule keeps it.
+    assert names(select_for_pruning(entries, keep=1, keep_days=4, now=NOW)) == names(entries[:2])
+    old = [entry(100), entry(50)]
+    assert select_for_pruning(old, keep=None, keep_days=1, now=NOW) == [old[0]]  # the newest survives anyway
+    with pytest.raises(ConfigError, match="--keep"):
+        select_for_pruning(entries, keep=None, keep_days=None, now=NOW)
+    with pytest.raises(ConfigError, match="at least 1"):
+        select_for_pruning(entries, keep=0, keep_days=None, now=NOW)
+
+
+def test_pg_dump_argv_and_versions():
+    assert pg_dump_argv("custom", 6, 1) == ["--format", "custom", "--compress", "6", "--no-password"]
+    assert pg_dump_argv("directory", 0, 4, Path("/t"))[-4:] == ["--jobs", "4", "--file", "/t"]
+    with pytest.raises(BackupError, match=r"pg_dump 14\.2 is older than the server \(PostgreSQL 15\.4\)"):
+        check_pg_dump_version("pg_dump (PostgreSQL) 14.2 (Debian 14.2-1)", "15.4", 15)
+    check_pg_dump_version("pg_dump (PostgreSQL) 16.1 (Debian 16.1-1)", "15.4", 15)
