@@ -118,3 +118,27 @@ def test_missing_image_fails_clearly(docker_project: DockerProject):
     result = docker_project.run("postgres.up", POSTGRES_IMAGE="semantik-infra/does-not-exist:0")
     assert result.returncode == 1
     assert "POSTGRES_IMAGE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_backup_restore_and_connection_test_on_docker(docker_project: DockerProject):
+    import json
+
+    p = docker_project
+    _ok(p.run("postgres.up"))
+    _ok(
+        p.run(
+            "postgres.shell",
+            "-c",
+            "CREATE TABLE t (v text); INSERT INTO t SELECT 'row ' || g FROM generate_series(1, 500) g",
+        )
+    )
+    backup = _ok(p.run("postgres.backup", "--include-globals"), "backed up semantik", "saved roles")
+    [archive] = (p.project_dir / "backups").glob("*.dump")
+    manifest = json.loads(archive.with_name(archive.name + ".json").read_text())
+    assert manifest["backend"] == "docker" and manifest["tables"]["public.t"] == 500
+    _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))
+    restore = _ok(p.run("postgres.restore", "--yes"), "public.t: 500 rows")
+    _ok(p.run("postgres.shell", "-c", "SELECT count(*) FROM t"), "500")
+    connection = _ok(p.run("test.connection"), "all checks passed", "backend docker")
+    for output in (backup, restore, connection):
+        assert p.password not in output
