@@ -387,6 +387,17 @@ def entry_size(entry: BackupEntry) -> int:
     return entry.path.stat().st_size if entry.path.exists() else 0
 
 
+def describe_entry(entry: BackupEntry) -> str:
+    """One listing line: date, size, database, encrypted or not, verified or not, file name."""
+    from semantik_infra.console import format_bytes
+
+    manifest = entry.manifest
+    when = entry.created.strftime("%Y-%m-%d %H:%M:%S UTC")
+    encrypted = "?" if manifest is None else "encrypted" if manifest.encrypted else "plain"
+    state = "verified at creation" if manifest and manifest.verified else entry.manifest_error or "unverified"
+    return f"{when}  {format_bytes(entry_size(entry)):>10}  {entry.database}  {encrypted}  {state}  {entry.path.name}"
+
+
 def delete_backup(entry: BackupEntry) -> None:
     """Remove an archive with its manifest and globals file."""
     import shutil

@@ -11,9 +11,13 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semantik_infra.config import SECRET_NAMES, Settings, read_env_file
 from semantik_infra.errors import ConfigError, InfraError
+
+if TYPE_CHECKING:
+    from semantik_infra.backup import BackupEntry
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STALE_BACKUP_DAYS = 7
@@ -360,34 +364,40 @@ def check_backups(report: DoctorReport, settings: Settings) -> None:
     """The backups directory is writable; how old the newest backup is, and whether it verifies."""
     import time
 
+    from semantik_infra.backup import list_backups
+
     directory = settings.backup.directory
-    if not directory.exists():
-        parent = next((p for p in directory.parents if p.exists()), Path("/"))
-        verdict = OK if os.access(parent, os.W_OK) else FAIL
-        hint = "" if verdict == OK else f"make {parent} writable or set BACKUP_DIR"
-        report.add(
-            "backups",
-            verdict if verdict == FAIL else WARN,
-            f"{directory} does not exist yet (no backups)",
-            hint or "run `inv postgres.backup` to make the first one",
-        )
+    existing = directory if directory.exists() else next((p for p in directory.parents if p.exists()), Path("/"))
+    if not os.access(existing, os.W_OK):
+        report.add("backups", FAIL, f"{existing} is not writable", "fix its permissions or set BACKUP_DIR")
         return
-    if not os.access(directory, os.W_OK):
-        report.add("backups", FAIL, f"{directory} is not writable", "fix its permissions or set BACKUP_DIR")
+    entries = list_backups(directory)
+    if not entries:
+        report.add("backups", WARN, f"no backups in {directory} yet", "run `inv postgres.backup`")
         return
-    archives = sorted(directory.glob("*.dump"), key=lambda p: p.stat().st_mtime)
-    if not archives:
-        report.add("backups", WARN, f"no backups in {directory}", "run `inv postgres.backup`")
-        return
-    newest = archives[-1]
-    age_days = (time.time() - newest.stat().st_mtime) / 86400
-    verdict = WARN if age_days > STALE_BACKUP_DAYS else OK
+    newest = entries[-1]
+    age_days = (time.time() - newest.created.timestamp()) / 86400
+    stale = age_days > STALE_BACKUP_DAYS
     report.add(
         "backups",
-        verdict,
-        f"newest backup {newest.name} is {age_days:.1f} days old",
-        "run `inv postgres.backup`" if verdict == WARN else "",
+        WARN if stale else OK,
+        f"newest backup {newest.path.name} is {age_days:.1f} days old",
+        "run `inv postgres.backup`" if stale else "",
     )
+    _check_newest_verifies(report, settings, newest)
+
+
+def _check_newest_verifies(report: DoctorReport, settings: Settings, newest: BackupEntry) -> None:
+    from semantik_infra.backends import select_backend
+    from semantik_infra.backup import encryption_key, verify_archive
+
+    try:
+        key = encryption_key(settings, bool(settings.backup.encryption_key))
+        verdict = verify_archive(select_backend(settings), newest, key)
+    except InfraError as error:
+        report.add("backups", FAIL, f"newest backup does not verify: {error}", "run `inv postgres.backups --verify`")
+        return
+    report.add("backups", OK, f"newest backup verifies: {verdict}")
 
 
 def diagnose_project(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
-from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, quiet, wait_until_ready
+from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, quiet
 from semantik_infra.config import Settings
 from semantik_infra.console import Timer, format_duration
 from semantik_infra.errors import BackendError, ConfigError
@@ -244,7 +244,8 @@ class DockerBackend(Backend):
                 report(f"docker volume {name} does not exist: nothing to delete", None)
 
     def _declared_volume_name(self) -> str:
-        # Without a container we cannot read its mounts; compose names volumes <project>_<volume>.
+        # Without a container we cannot read its mounts; compose names volumes <project>_<volume>,
+        # and compose/docker-compose.postgres.yml calls the volume postgres-data.
         return f"{self.settings.compose.project}_postgres-data"
 
     def status(self) -> BackendStatus:
@@ -288,10 +289,6 @@ class DockerBackend(Backend):
         argv += ["-e", "PGPASSWORD", "-e", f"PGUSER={url.username}", "-e", f"PGDATABASE={database or url.database}"]
         argv += [container.id, tool, *args]
         return Command(tuple(argv), env={"PGPASSWORD": url.password.reveal()})
-
-    def wait_until_ready(self, timeout: float = 30.0) -> float:
-        """Poll an authenticated SELECT 1 through the published loopback port."""
-        return wait_until_ready(self.url, timeout, connect_timeout=self.settings.connect_timeout)
 
 
 def _health(container: Container) -> str | None:

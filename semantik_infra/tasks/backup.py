@@ -71,13 +71,13 @@ def backups(
     from semantik_infra.backends import select_backend
     from semantik_infra.backup import (
         delete_backup,
+        describe_entry,
         encryption_key,
-        entry_size,
         list_backups,
         select_for_pruning,
         verify_archive,
     )
-    from semantik_infra.console import format_bytes, status_line, step
+    from semantik_infra.console import status_line, step
     from semantik_infra.errors import BackupError
 
     settings = load()
@@ -99,13 +99,7 @@ def backups(
         key = encryption_key(settings, True)
     failures = 0
     for entry in entries:
-        manifest = entry.manifest
-        when = entry.created.strftime("%Y-%m-%d %H:%M:%S UTC")
-        encrypted = "encrypted" if manifest and manifest.encrypted else "plain" if manifest else "?"
-        state = "verified at creation" if manifest and manifest.verified else entry.manifest_error or "unverified"
-        line = (
-            f"{when}  {format_bytes(entry_size(entry)):>10}  {entry.database}  {encrypted}  {state}  {entry.path.name}"
-        )
+        line = describe_entry(entry)
         if verify:
             try:
                 verdict = verify_archive(backend, entry, key)  # type: ignore[arg-type]
