@@ -335,28 +335,40 @@ def _wait_for_process(name: str, needle: str, timeout: float = 60) -> int:
     raise AssertionError(f"{name} never started")
 
 
-@pytest.mark.slow
-def test_server_killed_mid_backup(big_cluster: RunningCluster):
+@pytest.fixture
+def big_project(big_cluster: RunningCluster) -> Iterator[tuple[Path, dict[str, str]]]:
     project_dir = make_project_dir()
     env = {
         **big_cluster.environ,
         "SEMANTIK_PROJECT_DIR": str(project_dir),
-        "BACKUP_COMPRESSION": "9",
+        "BACKUP_COMPRESSION": "1",
         "POSTGRES_DATA_DIR": str(big_cluster.settings.data_dir),
         "PYTHONPATH": str(REPO),
     }
+    yield project_dir, env
+    shutil.rmtree(project_dir, ignore_errors=True)
+
+
+def _start_task(project_dir: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "semantik_infra", *args],
+        cwd=project_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
+    project_dir, env = big_project
     try:
-        assert run_task("postgres.backup", environ={**env, "BACKUP_COMPRESSION": "1"}, cwd=project_dir).returncode == 0
+        assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
         [earlier] = (project_dir / "backups").glob("*.dump")
         before = earlier.read_bytes()
-        task = subprocess.Popen(
-            [sys.executable, "-m", "semantik_infra", "postgres.backup"],
-            cwd=project_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # The slowest compression keeps pg_dump busy long enough to kill the server under it.
+        task = _start_task(project_dir, {**env, "BACKUP_COMPRESSION": "9"}, "postgres.backup")
         _wait_for_process("pg_dump", "--compress")
         time.sleep(1.0)
         from semantik_infra.backends.native import NativeBackend
@@ -379,48 +391,30 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster):
         from semantik_infra.backends.native import NativeBackend
 
         NativeBackend(big_cluster.settings).start()
-        shutil.rmtree(project_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
-def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: RunningCluster):
-    project_dir = make_project_dir()
-    env = {
-        **big_cluster.environ,
-        "SEMANTIK_PROJECT_DIR": str(project_dir),
-        "BACKUP_COMPRESSION": "1",
-        "POSTGRES_DATA_DIR": str(big_cluster.settings.data_dir),
-        "PYTHONPATH": str(REPO),
-    }
+def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: RunningCluster, big_project):
+    project_dir, env = big_project
     params = big_cluster.settings.database.libpq_params()
-    try:
-        assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
-        connection = psycopg2.connect(**params)
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM big WHERE id > 1000")
-            cursor.execute("SELECT count(*) FROM big")
-            assert cursor.fetchone()[0] == 1000
-        connection.close()
-        task = subprocess.Popen(
-            [sys.executable, "-m", "semantik_infra", "postgres.restore", "--yes"],
-            cwd=project_dir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        victim = _wait_for_process("pg_restore", "--single-transaction")
-        time.sleep(0.5)
-        os.kill(victim, signal.SIGKILL)
-        _, stderr = task.communicate(timeout=120)
-        assert task.returncode == 1 and "pg_restore failed" in stderr, stderr
-        connection = psycopg2.connect(**params)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM big")
-            assert cursor.fetchone()[0] == 1000  # the live database is exactly as it was
-            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
-            assert cursor.fetchall() == []  # the scratch database was dropped
-        connection.close()
-    finally:
-        shutil.rmtree(project_dir, ignore_errors=True)
+    assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
+    connection = psycopg2.connect(**params)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM big WHERE id > 1000")
+        cursor.execute("SELECT count(*) FROM big")
+        assert cursor.fetchone()[0] == 1000
+    connection.close()
+    task = _start_task(project_dir, env, "postgres.restore", "--yes")
+    victim = _wait_for_process("pg_restore", "--single-transaction")
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = task.communicate(timeout=120)
+    assert task.returncode == 1 and "pg_restore failed" in stderr, stderr
+    connection = psycopg2.connect(**params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM big")
+        assert cursor.fetchone()[0] == 1000  # the live database is exactly as it was
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+        assert cursor.fetchall() == []  # the scratch database was dropped
+    connection.close()
