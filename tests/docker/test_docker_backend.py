@@ -142,3 +142,15 @@ def test_backup_restore_and_connection_test_on_docker(docker_project: DockerProj
     connection = _ok(p.run("test.connection"), "all checks passed", "backend docker")
     for output in (backup, restore, connection):
         assert p.password not in output
+
+
+def test_port_taken_fails_up_clearly(docker_project: DockerProject):
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", docker_project.port))
+        holder.listen()
+        result = docker_project.run("postgres.up")
+    assert result.returncode == 1
+    assert f"port {docker_project.port}" in result.stderr and "POSTGRES_PORT" in result.stderr
+    assert "Traceback" not in result.stderr

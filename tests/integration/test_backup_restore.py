@@ -186,6 +186,19 @@ def test_restore_drop_old_and_in_place(db: DbProject):
     assert db.checksums() == original
 
 
+def test_external_backend_backs_up_and_restores(db: DbProject):
+    original = db.checksums()
+    external = {"SEMANTIK_PG_BACKEND": "external"}
+    backup = db.run("postgres.backup", **external)
+    assert backup.returncode == 0, backup.stderr
+    globals_refused = db.run("postgres.backup", "--include-globals", **external)
+    assert globals_refused.returncode == 2 and "docker or native" in globals_refused.stderr
+    _change_everything(db)
+    restored = db.run("postgres.restore", "--yes", **external)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert db.checksums() == original
+
+
 def test_restore_asks_for_confirmation(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     refused = db.run("postgres.restore")
