@@ -13,8 +13,7 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", None}
 
 
 def select_backend(settings: Settings) -> Backend:
-    """The backend SEMANTIK_PG_BACKEND names; for `auto`: external for a remote DATABASE_URL,
-    else docker if an engine answers, else native if server binaries exist."""
+    """The backend SEMANTIK_PG_BACKEND names, or the one `auto` resolves to (see resolve_auto)."""
     choice = settings.backend
     if choice == "auto":
         choice = resolve_auto(settings)
@@ -32,16 +31,24 @@ def select_backend(settings: Settings) -> Backend:
 
 
 def resolve_auto(settings: Settings) -> str:
-    """Which backend `auto` means on this machine now."""
+    """Which backend `auto` means on this machine now.
+
+    Docker wins when its engine answers and already has the image; otherwise native server
+    binaries win, so a machine without a registry still gets a database in one command; a
+    Docker engine without the image comes last (`up` will try to pull it).
+    """
     if settings.database_source.startswith("DATABASE_URL") and settings.database.host not in _LOCAL_HOSTS:
         return "external"
-    if docker_engine_answers():
+    engine = docker_engine_answers(image=settings.compose.image)
+    if engine == "ready":
         return "docker"
     from semantik_infra.backends.native import find_server_binaries
 
     try:
         find_server_binaries(settings.pg_bin)
     except BackendError:
+        if engine == "no image":
+            return "docker"
         raise BackendError(
             "no way to run PostgreSQL here: start a Docker engine (and install docker compose), or install"
             " the PostgreSQL server binaries (apt-get install postgresql), or set DATABASE_URL and"
@@ -50,17 +57,24 @@ def resolve_auto(settings: Settings) -> str:
     return "native"
 
 
-def docker_engine_answers(timeout: float = 2.0) -> bool:
-    """True if a Docker engine answers a ping (DOCKER_HOST or the default socket)."""
+def docker_engine_answers(image: str | None = None, timeout: float = 2.0) -> str:
+    """'ready' if a Docker engine answers (and has `image`, if given), 'no image', or 'no engine'."""
     try:
         import docker
+        from docker.errors import ImageNotFound
     except ImportError:
-        return False
+        return "no engine"
     try:
         client = docker.from_env(timeout=int(max(1, timeout)))
         try:
-            return bool(client.ping())
+            client.ping()
+            if image is not None:
+                try:
+                    client.images.get(image)
+                except ImageNotFound:
+                    return "no image"
+            return "ready"
         finally:
             client.close()
     except Exception:  # any failure to reach the engine means "no engine" for auto-selection
-        return False
+        return "no engine"

@@ -154,3 +154,18 @@ def test_port_taken_fails_up_clearly(docker_project: DockerProject):
     assert result.returncode == 1
     assert f"port {docker_project.port}" in result.stderr and "POSTGRES_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_auto_prefers_docker_only_when_the_image_is_there(docker_project: DockerProject, test_image: str):
+    from semantik_infra.backends import resolve_auto
+    from semantik_infra.config import load_settings
+
+    auto = {**docker_project.environ, "SEMANTIK_PG_BACKEND": "auto"}
+    with_image = load_settings(environ=auto, cwd=docker_project.project_dir)
+    assert resolve_auto(with_image) == "docker"
+    without = load_settings(
+        environ={**auto, "POSTGRES_IMAGE": "semantik-infra/absent:0"}, cwd=docker_project.project_dir
+    )
+    assert resolve_auto(without) == "native"
+    no_binaries = {**auto, "POSTGRES_IMAGE": "semantik-infra/absent:0", "PG_BIN": "/nonexistent"}
+    assert resolve_auto(load_settings(environ=no_binaries, cwd=docker_project.project_dir)) == "docker"
