@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from invoke import Context, task
 from invoke.exceptions import Exit
 
+from semantik_infra.console import step as _report
 from semantik_infra.tasks._common import confirm, infra_task, load
 
 if TYPE_CHECKING:
@@ -20,16 +21,11 @@ def _backend() -> Backend:
     return select_backend(load())
 
 
-def _report(text: str, seconds: float | None = None) -> None:
-    from semantik_infra.console import step
-
-    step(text, seconds)
-
-
 @task(help={"timeout": "Seconds to wait for the server to accept connections (default 60)"})
 @infra_task
 def up(c: Context, timeout: float = 60.0) -> None:
     """Start PostgreSQL (creating the cluster, secrets and database on first run) and wait until ready."""
+    from semantik_infra.backends import select_backend
     from semantik_infra.console import Timer
     from semantik_infra.envfile import prepare_env_file
     from semantik_infra.tasks._common import env_target
@@ -41,7 +37,8 @@ def up(c: Context, timeout: float = 60.0) -> None:
             result = prepare_env_file(project_dir, target)
             if result.generated:
                 _report(f"generated {', '.join(result.generated)} in {target.name} (values not shown)")
-        backend = _backend()
+                settings = load()
+        backend = select_backend(settings)
         result_start = backend.start(_report, timeout=timeout)
     verb = "was already up" if result_start.already_running else "is up"
     _report(f"PostgreSQL {verb} ({backend.name}): {backend.url.redacted()}", timer.seconds)
