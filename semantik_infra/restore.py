@@ -7,6 +7,7 @@ was. `in_place` (clean + restore into the live database) exists for users who as
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,8 +95,7 @@ def drop_database(settings: Settings, name: str) -> None:
     connection = _admin(settings)
     try:
         with connection.cursor() as cursor:
-            _terminate(cursor, name)
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            _when_idle(cursor, name, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     finally:
         connection.close()
 
@@ -141,7 +141,9 @@ def restore_backup(
         tables = _row_counts(settings, target, entry)
     except BaseException:
         if not in_place:
-            drop_database(settings, target)
+            # Report the restore's own failure; a scratch database left behind is harmless and named.
+            with contextlib.suppress(Exception):
+                drop_database(settings, target)
         raise
     if not in_place:
         assert previous is not None
@@ -246,7 +248,7 @@ def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | N
             # Block new sessions first, or the app reconnects between terminate and rename.
             cursor.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident(live)))
             try:
-                _rename_when_idle(cursor, live, previous)
+                _when_idle(cursor, live, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live), ident(previous)))
             except BaseException:
                 cursor.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(live)))
                 raise
@@ -262,21 +264,21 @@ def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | N
         connection.close()
 
 
-def _rename_when_idle(cursor: Any, live: str, previous: str) -> None:
+def _when_idle(cursor: Any, name: str, statement: Any) -> None:
+    """Run a statement that needs `name` to have no sessions, terminating them first.
+
+    Termination is asynchronous, so a session may linger for a moment: retry briefly.
+    """
     import psycopg2
-    from psycopg2 import sql
 
     for attempt in range(RENAME_ATTEMPTS):
-        _terminate(cursor, live)
+        _terminate(cursor, name)
         try:
-            cursor.execute(
-                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(previous))
-            )
+            cursor.execute(statement)
             return
         except psycopg2.errors.ObjectInUse:
-            # Terminated sessions take a moment to exit.
             time.sleep(0.1 * (attempt + 1))
-    raise BackupError(f"{live} still has sessions after {RENAME_ATTEMPTS} attempts: stop the app and retry")
+    raise BackupError(f"{name} still has sessions after {RENAME_ATTEMPTS} attempts: stop the app and retry")
 
 
 def describe_tables(tables: dict[str, tuple[int, int | None]]) -> list[str]:

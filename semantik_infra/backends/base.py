@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from semantik_infra.config import Settings
-from semantik_infra.errors import BackendError
+from semantik_infra.errors import BackendError, ConfigError
 from semantik_infra.proc import Command
 from semantik_infra.urls import DatabaseURL
 
@@ -59,6 +59,10 @@ class Backend(ABC):
     name: str = "abstract"
 
     def __init__(self, settings: Settings) -> None:
+        if settings.database.is_sqlite:
+            raise ConfigError(
+                "PostgreSQL is not configured (SQLite fallback in force): run `inv env.init`, or set DATABASE_URL"
+            )
         self.settings = settings
 
     @property

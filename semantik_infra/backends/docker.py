@@ -91,8 +91,6 @@ class DockerBackend(Backend):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
-        if settings.database.is_sqlite:
-            raise ConfigError("PostgreSQL is not configured (SQLite fallback in force): run `inv env.init` first")
         missing = [str(path) for path in settings.compose.files if not path.is_file()]
         if missing:
             raise ConfigError(f"COMPOSE_FILES names a file that does not exist: {', '.join(missing)}")

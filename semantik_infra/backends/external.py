@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, first_line, quiet
 from semantik_infra.backends.native import find_client_tool
-from semantik_infra.config import Settings
-from semantik_infra.errors import BackendError, ConfigError
+from semantik_infra.errors import BackendError
 from semantik_infra.proc import Command
 from semantik_infra.urls import libpq_environment
 
@@ -18,11 +17,6 @@ class ExternalBackend(Backend):
     """A server managed elsewhere: lifecycle operations refuse politely, the rest works."""
 
     name = "external"
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        if settings.database.is_sqlite:
-            raise ConfigError("the external backend needs a PostgreSQL DATABASE_URL or POSTGRES_HOST, not SQLite")
 
     @property
     def manages_server(self) -> bool:

@@ -174,8 +174,6 @@ class NativeBackend(Backend):
 
     def __init__(self, settings: Settings, binaries: Binaries | None = None) -> None:
         super().__init__(settings)
-        if settings.database.is_sqlite:
-            raise ConfigError("PostgreSQL is not configured (SQLite fallback in force): run `inv env.init` first")
         host = settings.database.host or "localhost"
         if host not in _LOCAL_HOSTS:
             raise ConfigError(
