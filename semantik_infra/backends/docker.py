@@ -6,6 +6,7 @@ child's environment only (`-e PGPASSWORD` names the variable, never its value)."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -222,11 +223,24 @@ class DockerBackend(Backend):
         """Stop and remove the service's container; the named volume (the data) stays."""
         container = self.container()
         if container is None:
+            self._remove_idle_networks()
             return False
         with Timer() as timer:
             proc.run(self._compose_command("rm", "--stop", "--force", self.settings.compose.service), timeout=120)
+            self._remove_idle_networks()
         report(f"stopped and removed container {container.name} (data kept in {self.data_location})", timer.seconds)
         return True
+
+    def _remove_idle_networks(self) -> None:
+        # `compose rm` leaves the project's network behind; an idle one only uses up address pools.
+        from docker.errors import APIError, NotFound
+
+        label = f"com.docker.compose.project={self.settings.compose.project}"
+        for network in self.client.networks.list(filters={"label": label}):
+            with contextlib.suppress(NotFound, APIError):
+                network.reload()
+                if not network.containers:
+                    network.remove()
 
     def destroy_data(self, report: Reporter = quiet) -> None:
         """Remove the container and its named volume."""

@@ -419,9 +419,8 @@ def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: Running
         assert cursor.fetchone()[0] == 1000
     connection.close()
     task = _start_task(project_dir, env, "postgres.restore", "--yes")
-    victim = _wait_for_process("pg_restore", "--single-transaction")
-    time.sleep(0.5)
-    os.kill(victim, signal.SIGKILL)
+    # Kill as soon as it runs: every moment of a single-transaction restore must be safe to interrupt.
+    os.kill(_wait_for_process("pg_restore", "--single-transaction"), signal.SIGKILL)
     _, stderr = task.communicate(timeout=120)
     assert task.returncode == 1 and "pg_restore failed" in stderr, stderr
     connection = psycopg2.connect(**params)
