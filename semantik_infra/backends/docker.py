@@ -242,6 +242,24 @@ class DockerBackend(Backend):
                 report(f"deleted docker volume {name}", None)
             except NotFound:
                 report(f"docker volume {name} does not exist: nothing to delete", None)
+        self._remove_idle_networks(report)
+
+    def _remove_idle_networks(self, report: Reporter) -> None:
+        # `compose rm` removes containers only; the project's network would stay behind for good,
+        # and enough leftovers exhaust docker's address pools. Networks still in use (the app's
+        # services, when layered) are kept.
+        from docker.errors import APIError, NotFound
+
+        label = f"com.docker.compose.project={self.settings.compose.project}"
+        for network in self.client.networks.list(filters={"label": label}):
+            try:
+                network.reload()
+                if network.attrs.get("Containers"):
+                    continue
+                network.remove()
+                report(f"removed docker network {network.name}", None)
+            except (NotFound, APIError):
+                continue  # gone already, or became busy: leave it
 
     def _declared_volume_name(self) -> str:
         # Without a container we cannot read its mounts; compose names volumes <project>_<volume>,
