@@ -3,6 +3,7 @@ kind of data, and each way a backup or restore can fail leaves the user's data i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -334,16 +335,24 @@ def big_cluster() -> Iterator[RunningCluster]:
     destroy_cluster(cluster)
 
 
-def _wait_for_process(name: str, needle: str, timeout: float = 60) -> int:
+def _wait_for_child(parent: subprocess.Popen[str], name: str, needle: str = "", timeout: float = 60) -> int:
+    """The pid of `parent`'s child `name` with `needle` in its argv: ours, never another test run's."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                argv = cmdline.read_bytes().split(b"\0")
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+                text = stat.read_text()
             except OSError:
                 continue
-            if argv and argv[0].endswith(name.encode()) and any(needle.encode() in part for part in argv):
-                return int(cmdline.parent.name)
+            comm = text[text.index("(") + 1 : text.rindex(")")]
+            ppid = int(text[text.rindex(")") + 2 :].split()[1])
+            if ppid == parent.pid and comm == name[:15]:
+                with contextlib.suppress(OSError):
+                    if needle.encode() in (stat.parent / "cmdline").read_bytes():
+                        return int(stat.parent.name)
+        if parent.poll() is not None:
+            raise AssertionError(f"the task exited before starting {name}: {parent.communicate()}")
         time.sleep(0.05)
     raise AssertionError(f"{name} never started")
 
@@ -382,7 +391,7 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
         before = earlier.read_bytes()
         # The slowest compression keeps pg_dump busy long enough to kill the server under it.
         task = _start_task(project_dir, {**env, "BACKUP_COMPRESSION": "9"}, "postgres.backup")
-        _wait_for_process("pg_dump", "--compress")
+        _wait_for_child(task, "pg_dump")
         time.sleep(1.0)
         from semantik_infra.backends.native import NativeBackend
 
@@ -419,7 +428,7 @@ def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: Running
         assert cursor.fetchone()[0] == 1000
     connection.close()
     task = _start_task(project_dir, env, "postgres.restore", "--yes")
-    victim = _wait_for_process("pg_restore", "--single-transaction")
+    victim = _wait_for_child(task, "pg_restore", "--single-transaction")
     time.sleep(0.5)
     os.kill(victim, signal.SIGKILL)
     _, stderr = task.communicate(timeout=120)
