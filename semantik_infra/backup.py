@@ -167,23 +167,30 @@ def toc_tables(listing: str) -> list[str]:
 def select_for_pruning(
     entries: list[BackupEntry], *, keep: int | None, keep_days: float | None, now: datetime
 ) -> list[BackupEntry]:
-    """The entries to delete: those neither among the newest `keep` nor younger than `keep_days`.
-
-    The newest backup is never selected, whatever the arguments.
-    """
+    """The entries to delete, oldest first: per database, those neither among its newest `keep`
+    nor younger than `keep_days`. Each database's newest backup, and its newest one with a
+    manifest, are never selected, whatever the arguments."""
     if keep is None and keep_days is None:
         raise ConfigError("--prune needs --keep N and/or --keep-days D")
     if keep is not None and keep < 1:
         raise ConfigError("--keep must be at least 1: the newest backup is always kept")
-    ordered = sorted(entries, key=lambda entry: entry.created, reverse=True)
+    if keep_days is not None and keep_days < 0:
+        raise ConfigError("--keep-days must not be negative")
+    by_database: dict[str, list[BackupEntry]] = {}
+    for entry in entries:
+        by_database.setdefault(entry.database, []).append(entry)
     doomed = []
-    for rank, entry in enumerate(ordered):
-        kept_by_count = keep is not None and rank < keep
-        kept_by_age = keep_days is not None and now - entry.created <= timedelta(days=keep_days)
-        if rank == 0 or kept_by_count or kept_by_age:
-            continue
-        doomed.append(entry)
-    return doomed
+    for group in by_database.values():
+        ordered = sorted(group, key=lambda entry: entry.created, reverse=True)
+        # A newest archive that is damaged (no manifest) must not cost the last good one.
+        newest_good = next((entry for entry in ordered if entry.manifest is not None), None)
+        for rank, entry in enumerate(ordered):
+            kept_by_count = keep is not None and rank < keep
+            kept_by_age = keep_days is not None and now - entry.created <= timedelta(days=keep_days)
+            if rank == 0 or entry is newest_good or kept_by_count or kept_by_age:
+                continue
+            doomed.append(entry)
+    return sorted(doomed, key=lambda entry: entry.created)
 
 
 # --- streaming sinks -----------------------------------------------------------------------

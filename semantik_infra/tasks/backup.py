@@ -55,8 +55,8 @@ def backup(
 @task(
     help={
         "verify": "Re-check every archive's checksum, decryptability and table of contents",
-        "prune": "Delete old archives (with --keep and/or --keep-days); the newest is always kept",
-        "keep": "With --prune: keep this many newest archives",
+        "prune": "Delete old archives (with --keep and/or --keep-days); each database's newest is always kept",
+        "keep": "With --prune: keep this many newest archives of each database",
         "keep_days": "With --prune: keep archives younger than this many days",
         "dry_run": "With --prune: only print what would be deleted",
     }

@@ -85,24 +85,42 @@ def test_toc_parsing():
     assert toc_tables(LISTING) == ["public.docs", 'public."odd']
 
 
-def entry(days_old: float) -> BackupEntry:
+def entry(days_old: float, database: str = "db", with_manifest: bool = True) -> BackupEntry:
     created = NOW - timedelta(days=days_old)
-    return BackupEntry(Path(archive_name("db", created)), "db", created, None)
+    return BackupEntry(Path(archive_name(database, created)), database, created, manifest() if with_manifest else None)
+
+
+def created(chosen: list[BackupEntry]) -> list[datetime]:
+    return sorted(e.created for e in chosen)
 
 
 def test_prune_by_count_and_age_never_the_newest():
     entries = [entry(d) for d in (10, 5, 3, 1, 0.5)]
-    names = lambda chosen: sorted(e.created for e in chosen)  # noqa: E731
-    assert names(select_for_pruning(entries, keep=2, keep_days=None, now=NOW)) == names(entries[:3])
-    assert names(select_for_pruning(entries, keep=None, keep_days=4, now=NOW)) == names(entries[:2])
+    assert created(select_for_pruning(entries, keep=2, keep_days=None, now=NOW)) == created(entries[:3])
+    assert created(select_for_pruning(entries, keep=None, keep_days=4, now=NOW)) == created(entries[:2])
     # Both given: kept if either rule keeps it.
-    assert names(select_for_pruning(entries, keep=1, keep_days=4, now=NOW)) == names(entries[:2])
+    assert created(select_for_pruning(entries, keep=1, keep_days=4, now=NOW)) == created(entries[:2])
     old = [entry(100), entry(50)]
     assert select_for_pruning(old, keep=None, keep_days=1, now=NOW) == [old[0]]  # the newest survives anyway
     with pytest.raises(ConfigError, match="--keep"):
         select_for_pruning(entries, keep=None, keep_days=None, now=NOW)
     with pytest.raises(ConfigError, match="at least 1"):
         select_for_pruning(entries, keep=0, keep_days=None, now=NOW)
+    with pytest.raises(ConfigError, match="negative"):
+        select_for_pruning(entries, keep=None, keep_days=-1, now=NOW)
+
+
+def test_prune_counts_each_database_separately():
+    ours = [entry(3), entry(1)]
+    other = [entry(9, "other"), entry(8, "other"), entry(7, "other")]
+    chosen = select_for_pruning(ours + other, keep=1, keep_days=None, now=NOW)
+    assert created(chosen) == created([ours[0], *other[:2]])  # each database keeps its newest
+
+
+def test_prune_keeps_the_newest_backup_that_has_a_manifest():
+    good, damaged = entry(5), entry(1, with_manifest=False)
+    older = entry(9)
+    assert select_for_pruning([older, good, damaged], keep=1, keep_days=None, now=NOW) == [older]
 
 
 def test_pg_dump_argv_and_versions():
