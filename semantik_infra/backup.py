@@ -254,32 +254,39 @@ def server_facts(settings: Settings, database: str) -> tuple[str, int, dict[str,
         raise BackupError(f"cannot connect to {settings.database.redacted()}: {classify(error).cause}") from None
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            version = str(cursor.fetchone()[0]).split()[0]
-            major = connection.server_version // 10000
-            cursor.execute(
-                "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_relation_size(c.oid)"
-                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
-            )
-            tables: dict[str, int | None] = {}
-            for schema, table, estimate, size in cursor.fetchall():
-                name = f"{schema}.{table}"
-                if estimate >= 0:
-                    tables[name] = int(estimate)
-                elif size <= EXACT_COUNT_LIMIT_BYTES:
-                    # Never analysed (reltuples = -1): small enough to count exactly.
-                    from psycopg2 import sql
+            return _read_facts(connection, cursor)
+    except psycopg2.Error as error:
+        from semantik_infra.database import classify
 
-                    cursor.execute(
-                        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-                    )
-                    tables[name] = int(cursor.fetchone()[0])
-                else:
-                    tables[name] = None
+        raise BackupError(f"cannot read table statistics of {database}: {classify(error).cause}") from None
     finally:
         connection.close()
+
+
+def _read_facts(connection: Any, cursor: Any) -> tuple[str, int, dict[str, int | None]]:
+    # Planner estimates (pg_class.reltuples) cost nothing; -1 means never analysed (PG14+).
+    from psycopg2 import sql
+
+    cursor.execute("SHOW server_version")
+    version = str(cursor.fetchone()[0]).split()[0]
+    major = connection.server_version // 10000
+    cursor.execute(
+        "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_relation_size(c.oid)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
+    )
+    tables: dict[str, int | None] = {}
+    for schema, table, estimate, size in cursor.fetchall():
+        name = f"{schema}.{table}"
+        if estimate >= 0:
+            tables[name] = int(estimate)
+        elif size <= EXACT_COUNT_LIMIT_BYTES:
+            # Never analysed, and small enough to count exactly.
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            tables[name] = int(cursor.fetchone()[0])
+        else:
+            tables[name] = None
     return version, major, tables
 
 
@@ -350,12 +357,13 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
                 f"{entry.path.name} was encrypted with another key (fingerprint {manifest.key_fingerprint}):"
                 " set BACKUP_ENCRYPTION_KEY to that key"
             )
-        _decrypt_all(entry.path, key)
+        authenticate(entry.path, key)
     entries = count_toc_entries(read_toc(backend, entry.path, key if manifest.encrypted else None))
     return f"checksum ok, {entries} TOC entries" + (", decrypts" if manifest.encrypted else "")
 
 
-def _decrypt_all(path: Path, key: bytes) -> None:
+def authenticate(path: Path, key: bytes) -> None:
+    """Decrypt a whole encrypted archive, discarding the output: BackupError at the first bad chunk."""
     with archive_reader(path, key) as source:
         while source.read(1 << 20):
             pass
