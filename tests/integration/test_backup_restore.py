@@ -25,6 +25,7 @@ from tests.conftest import (
     REPO,
     RunningCluster,
     destroy_cluster,
+    free_port,
     make_project_dir,
     run_task,
     start_cluster,
@@ -117,8 +118,8 @@ class DbProject:
         return sorted(self.backups.glob("*.dump"))
 
 
-def _db_project(cluster: RunningCluster, **extra: str) -> DbProject:
-    database = f"t_{secrets.token_hex(4)}"
+def _db_project(cluster: RunningCluster, database: str = "", **extra: str) -> DbProject:
+    database = database or f"t_{secrets.token_hex(4)}"
     project_dir = make_project_dir()
     environ = {
         **cluster.environ,
@@ -133,15 +134,19 @@ def _db_project(cluster: RunningCluster, **extra: str) -> DbProject:
     return project
 
 
+def _drop_project(project: DbProject) -> None:
+    for name in project.databases():
+        if name.startswith(project.database[:20]):
+            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
+    shutil.rmtree(project.project_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def db(pg_cluster: RunningCluster) -> Iterator[DbProject]:
     project = _db_project(pg_cluster)
     project.sql(SCHEMA)
     yield project
-    for name in project.databases():
-        if name.startswith(project.database):
-            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
-    shutil.rmtree(project.project_dir, ignore_errors=True)
+    _drop_project(project)
 
 
 def _change_everything(db: DbProject) -> None:
@@ -198,6 +203,45 @@ def test_external_backend_backs_up_and_restores(db: DbProject):
     restored = db.run("postgres.restore", "--yes", **external)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert db.checksums() == original
+
+
+def test_restore_swaps_under_a_connected_app(db: DbProject):
+    original = db.checksums()
+    assert db.run("postgres.backup").returncode == 0
+    _change_everything(db)
+    app = db.connect()  # an idle session, as a running app would hold
+    restored = db.run("postgres.restore", "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    with pytest.raises(psycopg2.OperationalError):
+        app.cursor().execute("SELECT 1")  # its session was terminated for the swap
+    assert db.checksums() == original
+    allowed = db.sql(f"SELECT datname, datallowconn FROM pg_database WHERE datname LIKE '{db.database}%'", "postgres")
+    assert all(flag for _, flag in allowed) and len(allowed) == 2  # live and the kept copy both accept sessions
+
+
+def test_long_database_name_round_trip(pg_cluster: RunningCluster):
+    # 60 characters: the scratch and kept-copy names must be shortened to PostgreSQL's 63 bytes.
+    project = _db_project(pg_cluster, database=f"long_{secrets.token_hex(4)}_" + "n" * 46)
+    try:
+        project.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g")
+        assert project.run("postgres.backup").returncode == 0
+        project.sql("DELETE FROM t")
+        restored = project.run("postgres.restore", "--yes")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert project.sql("SELECT count(*) FROM t") == [(100,)]
+        assert len([name for name in project.databases() if "_before_restore_" in name]) == 1
+    finally:
+        _drop_project(project)
+
+
+def test_unreachable_server_is_one_clear_line(db: DbProject):
+    assert db.run("postgres.backup").returncode == 0
+    nowhere = {"SEMANTIK_PG_BACKEND": "external", "POSTGRES_PORT": str(free_port())}
+    backup = db.run("postgres.backup", **nowhere)
+    assert backup.returncode == 1 and "cannot connect" in backup.stderr
+    restore = db.run("postgres.restore", "--yes", **nowhere)
+    assert restore.returncode == 1 and "cannot connect" in restore.stderr
+    assert len(restore.stderr.strip().splitlines()) == 1
 
 
 def test_restore_asks_for_confirmation(db: DbProject):
@@ -372,6 +416,7 @@ def big_project(big_cluster: RunningCluster) -> Iterator[tuple[Path, dict[str, s
 
 
 def _start_task(project_dir: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    # Its own process group, like a shell job, so a test can send Ctrl-C to it and its children.
     return subprocess.Popen(
         [sys.executable, "-m", "semantik_infra", *args],
         cwd=project_dir,
@@ -379,6 +424,7 @@ def _start_task(project_dir: Path, env: dict[str, str], *args: str) -> subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        process_group=0,
     )
 
 
@@ -415,28 +461,66 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
         NativeBackend(big_cluster.settings).start()
 
 
+def _mark_live(cluster: RunningCluster) -> None:
+    # A table only the live database has: after a failed restore it must still be there.
+    connection = psycopg2.connect(**cluster.settings.database.libpq_params())
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE marker AS SELECT 'before' AS v")
+    connection.close()
+
+
+def _assert_live_unchanged(cluster: RunningCluster) -> None:
+    connection = psycopg2.connect(**cluster.settings.database.libpq_params())
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT v FROM marker")
+            assert cursor.fetchall() == [("before",)]  # the live database is exactly as it was
+            cursor.execute("SELECT count(*) FROM big")
+            assert cursor.fetchone()[0] == 1200000
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+            assert cursor.fetchall() == []  # the scratch database was dropped
+            cursor.execute("DROP TABLE marker")
+    finally:
+        connection.close()
+
+
 @pytest.mark.slow
 def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: RunningCluster, big_project):
     project_dir, env = big_project
-    params = big_cluster.settings.database.libpq_params()
     assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
-    connection = psycopg2.connect(**params)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM big WHERE id > 1000")
-        cursor.execute("SELECT count(*) FROM big")
-        assert cursor.fetchone()[0] == 1000
-    connection.close()
+    _mark_live(big_cluster)
     task = _start_task(project_dir, env, "postgres.restore", "--yes")
     victim = _wait_for_child(task, "pg_restore", "--single-transaction")
     time.sleep(0.5)
     os.kill(victim, signal.SIGKILL)
     _, stderr = task.communicate(timeout=120)
     assert task.returncode == 1 and "pg_restore failed" in stderr, stderr
-    connection = psycopg2.connect(**params)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM big")
-        assert cursor.fetchone()[0] == 1000  # the live database is exactly as it was
-        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
-        assert cursor.fetchall() == []  # the scratch database was dropped
-    connection.close()
+    _assert_live_unchanged(big_cluster)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_backup_leaves_nothing(big_cluster: RunningCluster, big_project):
+    project_dir, env = big_project
+    task = _start_task(project_dir, {**env, "BACKUP_COMPRESSION": "9"}, "postgres.backup")
+    _wait_for_child(task, "pg_dump")
+    time.sleep(1.0)
+    os.killpg(task.pid, signal.SIGINT)  # what the terminal sends the foreground job on Ctrl-C
+    _, stderr = task.communicate(timeout=60)
+    assert task.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert list((project_dir / "backups").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_restore_leaves_live_database_unchanged(big_cluster: RunningCluster, big_project):
+    project_dir, env = big_project
+    assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
+    _mark_live(big_cluster)
+    task = _start_task(project_dir, env, "postgres.restore", "--yes")
+    _wait_for_child(task, "pg_restore", "--single-transaction")
+    time.sleep(0.5)
+    os.killpg(task.pid, signal.SIGINT)  # what the terminal sends the foreground job on Ctrl-C
+    _, stderr = task.communicate(timeout=120)
+    assert task.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    _assert_live_unchanged(big_cluster)
