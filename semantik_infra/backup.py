@@ -31,6 +31,8 @@ CUSTOM, DIRECTORY = "custom", "directory"
 ARCHIVE_SUFFIX = {CUSTOM: ".dump", DIRECTORY: ".dumpdir"}
 MANIFEST_SUFFIX = ".json"
 GLOBALS_SUFFIX = ".globals.sql"
+# Temporary names: `.<final name>.<pid>.<random>.partial` (the pid tells prune whether the writer lives).
+PARTIAL_SUFFIX = ".partial"
 ARCHIVE_MODE = 0o600  # archives hold all the data and, with globals, password hashes
 _STAMP = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.(?:dump|dumpdir)$")
 # Tables smaller than this are counted exactly when the planner has no estimate yet.
@@ -457,6 +459,8 @@ def create_backup(
         raise ConfigError("--encrypt works with the custom format only (a directory archive is many files)")
     if include_globals and backend.name == "external":
         raise ConfigError("--include-globals needs the docker or native backend (roles belong to the whole server)")
+    if fmt == DIRECTORY and backend.name == "docker":
+        raise ConfigError("--format directory works only on the native and external backends: use --format custom")
     key = encryption_key(settings, encrypt)
     database = settings.database.database or "postgres"
     directory = settings.backup.directory
@@ -471,11 +475,16 @@ def create_backup(
 
     final = directory / archive_name(database, created, fmt)
     if fmt == CUSTOM:
-        sha256, size = _dump_custom(settings, backend, final, key, progress)
+        temp, sha256, size = _dump_custom(settings, backend, final, key, progress)
     else:
-        sha256, size = _dump_directory(settings, backend, final, jobs)
+        temp, sha256, size = _dump_directory(settings, backend, final, jobs)
     try:
-        listing = read_toc(backend, final, key)
+        # Verified under its temporary name: only an archive pg_restore can read gets a final name.
+        listing = read_toc(backend, temp, key)
+        publish_archive(temp, final)
+    finally:
+        _discard(temp)
+    try:
         extra = _dump_globals(backend, final) if include_globals else None
         from semantik_infra.backends.native import parse_version
         from semantik_infra.encryption import key_fingerprint
@@ -508,20 +517,50 @@ def create_backup(
 
 
 def _temp_path(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX)
     os.close(fd)
     os.chmod(name, ARCHIVE_MODE)
     return Path(name)
 
 
-def _publish(temp: Path, final: Path) -> None:
-    # link() fails if the name exists, so a finished archive is never replaced; then drop the temp name.
+def _discard(temp: Path) -> None:
+    import shutil
+
+    if temp.is_dir():
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        temp.unlink(missing_ok=True)
+
+
+def publish_archive(temp: Path, final: Path) -> None:
+    """Give a finished archive its final name, never replacing an existing one."""
     try:
-        os.link(temp, final)
+        if temp.is_dir():
+            # Reserve the name with an empty directory (fails if it exists), then let rename()
+            # atomically replace our own empty reservation.
+            final.mkdir(mode=0o700)
+            os.rename(temp, final)
+        else:
+            _publish_file(temp, final)
     except FileExistsError:
         raise BackupError(f"{final} already exists: refusing to overwrite a backup") from None
-    temp.unlink()
+    except OSError as error:
+        raise _write_error(error, final.parent) from None
     fsync_directory(final.parent)
+
+
+def _publish_file(temp: Path, final: Path) -> None:
+    try:
+        # link() fails if the name exists, so a finished archive is never replaced.
+        os.link(temp, final)
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # A filesystem without hard links: reserve the name exclusively, then replace the reservation.
+        os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARCHIVE_MODE))
+        os.replace(temp, final)
+        return
+    temp.unlink()
 
 
 def _dump_custom(
@@ -530,7 +569,8 @@ def _dump_custom(
     final: Path,
     key: bytes | None,
     progress: Callable[[int], None] | None,
-) -> tuple[str, int]:
+) -> tuple[Path, str, int]:
+    """pg_dump -Fc streamed (and encrypted) into a fsynced temp file; (temp, sha256 on disk, size)."""
     command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, settings.backup.compression, 1))
     temp = _temp_path(final)
     try:
@@ -549,33 +589,29 @@ def _dump_custom(
                 sink.close()
             raw.flush()
             os.fsync(raw.fileno())
-        _publish(temp, final)
-        return hashing.digest.hexdigest(), hashing.count
+        return temp, hashing.digest.hexdigest(), hashing.count
     except OSError as error:
+        _discard(temp)
         raise _write_error(error, final.parent) from None
-    finally:
-        temp.unlink(missing_ok=True)
+    except BaseException:
+        _discard(temp)
+        raise
 
 
-def _dump_directory(settings: Settings, backend: Backend, final: Path, jobs: int) -> tuple[str, int]:
-    import shutil
-
-    temp = final.with_name(f".{final.name}.{os.getpid()}.partial")
+def _dump_directory(settings: Settings, backend: Backend, final: Path, jobs: int) -> tuple[Path, str, int]:
+    """pg_dump -Fd -j N into a temp directory beside the final one; (temp, sha256, size)."""
+    temp = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     command = _local_tool(backend, "pg_dump", pg_dump_argv(DIRECTORY, settings.backup.compression, jobs, temp))
     try:
         result = proc.run(command, check=False)
         if result.returncode != 0:
             raise BackupError(f"pg_dump failed: {proc.last_line(result.stderr) or result.returncode}")
-        os.chmod(temp, 0o700)
-        try:
-            os.rename(temp, final)  # pg_dump -Fd fsyncs its files itself
-        except OSError as error:
-            raise BackupError(f"{final} could not be created ({error.strerror})") from None
-        fsync_directory(final.parent)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    size = sum(child.stat().st_size for child in final.rglob("*") if child.is_file())
-    return file_sha256(final), size
+        os.chmod(temp, 0o700)  # pg_dump -Fd fsyncs its files itself
+        size = sum(child.stat().st_size for child in temp.rglob("*") if child.is_file())
+        return temp, file_sha256(temp), size
+    except BaseException:
+        _discard(temp)
+        raise
 
 
 def _dump_globals(backend: Backend, final: Path) -> Path:

@@ -129,3 +129,28 @@ def test_pg_dump_argv_and_versions():
     with pytest.raises(BackupError, match=r"pg_dump 14\.2 is older than the server \(PostgreSQL 15\.4\)"):
         check_pg_dump_version("pg_dump (PostgreSQL) 14.2 (Debian 14.2-1)", "15.4", 15)
     check_pg_dump_version("pg_dump (PostgreSQL) 16.1 (Debian 16.1-1)", "15.4", 15)
+
+
+def test_publishing_never_replaces_an_archive(tmp_path: Path):
+    from semantik_infra.backup import publish_archive
+
+    final = tmp_path / archive_name("db", NOW)
+    temp = tmp_path / ".partial"
+    temp.write_bytes(b"new")
+    publish_archive(temp, final)
+    assert final.read_bytes() == b"new" and not temp.exists()
+    temp.write_bytes(b"newer")
+    with pytest.raises(BackupError, match="refusing to overwrite"):
+        publish_archive(temp, final)
+    assert final.read_bytes() == b"new"
+
+    final_dir = tmp_path / archive_name("db", NOW, "directory")
+    temp_dir = tmp_path / ".partial-dir"
+    temp_dir.mkdir()
+    (temp_dir / "toc.dat").write_bytes(b"toc")
+    publish_archive(temp_dir, final_dir)
+    assert (final_dir / "toc.dat").read_bytes() == b"toc" and not temp_dir.exists()
+    temp_dir.mkdir()
+    with pytest.raises(BackupError, match="refusing to overwrite"):
+        publish_archive(temp_dir, final_dir)
+    assert (final_dir / "toc.dat").read_bytes() == b"toc"
