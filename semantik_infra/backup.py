@@ -34,6 +34,9 @@ GLOBALS_SUFFIX = ".globals.sql"
 # Temporary names: `.<final name>.<pid>.<random>.partial` (the pid tells prune whether the writer lives).
 PARTIAL_SUFFIX = ".partial"
 ARCHIVE_MODE = 0o600  # archives hold all the data and, with globals, password hashes
+_PARTIAL = re.compile(r"^\.(?P<archive>.+\.(?:dump|dumpdir))\.(?P<pid>\d+)\.(?:[A-Za-z0-9_]+\.)?partial$")
+# A leftover temp file must be this old (no write since) before prune removes it.
+STALE_PARTIAL_SECONDS = 3600.0
 _STAMP = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.(?:dump|dumpdir)$")
 # Tables smaller than this are counted exactly when the planner has no estimate yet.
 EXACT_COUNT_LIMIT_BYTES = 64 << 20
@@ -193,6 +196,12 @@ def select_for_pruning(
                 continue
             doomed.append(entry)
     return sorted(doomed, key=lambda entry: entry.created)
+
+
+def partial_writer_pid(name: str) -> int | None:
+    """The pid of the backup writing temp file `name` (`.<archive>.<pid>.<random>.partial`), or None."""
+    match = _PARTIAL.match(name)
+    return int(match.group("pid")) if match else None
 
 
 # --- streaming sinks -----------------------------------------------------------------------
@@ -395,6 +404,40 @@ def list_backups(directory: Path) -> list[BackupEntry]:
             problem = str(error)
         entries.append(BackupEntry(path, database, created, manifest, problem))
     return sorted(entries, key=lambda entry: entry.created)
+
+
+def stale_partials(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Temp files of interrupted backups: their writer is gone and nothing touched them for an hour."""
+    if not directory.is_dir():
+        return []
+    now = time.time() if now is None else now
+    stale = []
+    for path in sorted(directory.iterdir()):
+        pid = partial_writer_pid(path.name)
+        if pid is None or _process_alive(pid):
+            continue
+        try:
+            touched = max([path.stat().st_mtime, *(child.stat().st_mtime for child in path.rglob("*"))])
+        except OSError:
+            continue  # vanished meanwhile
+        if now - touched >= STALE_PARTIAL_SECONDS:
+            stale.append(path)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def remove_partial(path: Path) -> None:
+    """Delete a leftover temp file or directory."""
+    _discard(path)
 
 
 def entry_size(entry: BackupEntry) -> int:

@@ -74,7 +74,9 @@ def backups(
         describe_entry,
         encryption_key,
         list_backups,
+        remove_partial,
         select_for_pruning,
+        stale_partials,
         verify_archive,
     )
     from semantik_infra.console import status_line, step
@@ -82,14 +84,21 @@ def backups(
 
     settings = load()
     entries = list_backups(settings.backup.directory)
+    leftovers = stale_partials(settings.backup.directory)
     if prune:
         doomed = select_for_pruning(entries, keep=keep or None, keep_days=keep_days or None, now=datetime.now(UTC))
         for entry in doomed:
             if not dry_run:
                 delete_backup(entry)
             step(f"{'would delete' if dry_run else 'deleted'} {entry.path.name}")
+        for path in leftovers:
+            if not dry_run:
+                remove_partial(path)
+            step(f"{'would remove' if dry_run else 'removed'} {path.name} (left by an interrupted backup)")
         step(f"{len(entries) - len(doomed)} backups kept" + (" (dry run: nothing deleted)" if dry_run else ""))
         return
+    if leftovers:
+        step(f"{len(leftovers)} temporary files left by interrupted backups: --prune removes them", status="warn")
     if not entries:
         step(f"no backups in {settings.backup.directory}", status="info")
         return

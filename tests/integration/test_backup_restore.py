@@ -292,12 +292,20 @@ def test_prune_keeps_the_newest(db: DbProject):
     for _ in range(3):
         assert db.run("postgres.backup").returncode == 0
     archives = db.archives()
+    # What a SIGKILLed backup leaves: a temp file whose writer is gone, untouched for hours.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = db.backups / f".{archives[0].name}.{gone.pid}.x1y2z3ab.partial"
+    leftover.write_bytes(b"half an archive")
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    listing = db.run("postgres.backups")
+    assert "1 temporary files left by interrupted backups" in listing.stdout
     dry = db.run("postgres.backups", "--prune", "--keep", "1", "--dry-run")
-    assert dry.returncode == 0 and dry.stdout.count("would delete") == 2
-    assert db.archives() == archives
+    assert dry.returncode == 0 and dry.stdout.count("would delete") == 2 and "would remove" in dry.stdout
+    assert db.archives() == archives and leftover.exists()
     pruned = db.run("postgres.backups", "--prune", "--keep", "1")
     assert pruned.returncode == 0 and pruned.stdout.count("deleted") == 2
-    assert db.archives() == archives[-1:]
+    assert db.archives() == archives[-1:] and not leftover.exists()
     assert not list(db.backups.glob("*.json"))[1:]
     refuse = db.run("postgres.backups", "--prune")
     assert refuse.returncode == 2 and "--keep" in refuse.stderr

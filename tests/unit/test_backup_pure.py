@@ -154,3 +154,32 @@ def test_publishing_never_replaces_an_archive(tmp_path: Path):
     with pytest.raises(BackupError, match="refusing to overwrite"):
         publish_archive(temp_dir, final_dir)
     assert (final_dir / "toc.dat").read_bytes() == b"toc"
+
+
+def test_partial_names_carry_the_writer_pid():
+    from semantik_infra.backup import partial_writer_pid
+
+    final = archive_name("my-db", NOW)
+    assert partial_writer_pid(f".{final}.4242.k3j_x9az.partial") == 4242
+    assert partial_writer_pid(f".{archive_name('db', NOW, 'directory')}.77.partial") == 77
+    assert partial_writer_pid(final) is None
+    assert partial_writer_pid(".env.partial") is None
+
+
+def test_only_old_partials_of_dead_writers_are_stale(tmp_path: Path):
+    import os
+    import subprocess
+
+    from semantik_infra.backup import STALE_PARTIAL_SECONDS, stale_partials
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    final = archive_name("db", NOW)
+    dead = tmp_path / f".{final}.{gone.pid}.abcd1234.partial"
+    alive = tmp_path / f".{final}.{os.getpid()}.abcd1234.partial"
+    for path in (dead, alive):
+        path.write_bytes(b"x")
+    (tmp_path / final).write_bytes(b"archive")
+    now = dead.stat().st_mtime
+    assert stale_partials(tmp_path, now=now) == []  # a writer may just have died: wait an hour
+    assert stale_partials(tmp_path, now=now + STALE_PARTIAL_SECONDS) == [dead]
