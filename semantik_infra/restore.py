@@ -158,10 +158,14 @@ def restore_backup(
     jobs: int = 1,
     in_place: bool = False,
     drop_old: bool = False,
+    privileges: bool = True,
     report: Callable[[str, float | None], None] = lambda _t, _s=None: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RestoreResult:
-    """Verify `entry`, restore it into a scratch database, then swap it in (or clean-restore in place)."""
+    """Verify `entry`, restore it into a scratch database, then swap it in (or clean-restore in place).
+
+    Ownership always goes to the configured user (--no-owner); `privileges=False` also skips GRANTs.
+    """
     started = time.monotonic()
     from semantik_infra.encryption import is_encrypted, parse_key
 
@@ -188,11 +192,23 @@ def restore_backup(
     if in_place:
         target = live
     else:
-        target, previous = restore_names(live, clock(), _database_names(settings, live))
+        existing = _database_names(settings, live)
+        leftovers = sorted(name for name in existing if name.startswith(f"{live}_restore_"))
+        if leftovers:
+            report(f"left by interrupted restores (drop them when none runs): {', '.join(leftovers)}", None)
+        target, previous = restore_names(live, clock(), existing)
         _create_scratch(settings, target)
     try:
         with Timer() as timer:
-            _run_pg_restore(backend, entry.path, key, target, jobs=jobs if parallel else 1, clean=in_place)
+            _run_pg_restore(
+                backend,
+                entry.path,
+                key,
+                target,
+                jobs=jobs if parallel else 1,
+                clean=in_place,
+                privileges=privileges,
+            )
         report(f"pg_restore into {target} finished", timer.seconds)
         tables = _row_counts(settings, target, entry)
         if previous is not None:
@@ -255,10 +271,11 @@ def _create_scratch(settings: Settings, name: str) -> None:
         connection.close()
 
 
-def _run_pg_restore(
-    backend: Backend, archive: Path, key: bytes | None, database: str, *, jobs: int, clean: bool
-) -> None:
+def pg_restore_argv(database: str, *, jobs: int = 1, clean: bool = False, privileges: bool = True) -> list[str]:
+    """pg_restore options: objects owned by the configured user, stop at the first error."""
     args = ["--no-owner", "--exit-on-error", "--dbname", database]
+    if not privileges:
+        args.append("--no-privileges")
     if clean:
         args += ["--clean", "--if-exists"]
     if jobs > 1:
@@ -266,6 +283,13 @@ def _run_pg_restore(
     else:
         # One transaction: an error or Ctrl-C leaves nothing half-restored in the target.
         args.append("--single-transaction")
+    return args
+
+
+def _run_pg_restore(
+    backend: Backend, archive: Path, key: bytes | None, database: str, *, jobs: int, clean: bool, privileges: bool
+) -> None:
+    args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges)
     if archive.is_dir() or jobs > 1:
         result = proc.run(backend.client_command("pg_restore", [*args, str(archive)], database=database), check=False)
         status, errors = result.returncode, result.stderr

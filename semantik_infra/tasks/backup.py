@@ -129,6 +129,7 @@ def backups(
         "jobs": "Parallel pg_restore jobs (plain archives on native/external)",
         "in_place": "Clean and restore into the live database instead of swapping in a scratch copy",
         "drop_old": "Drop the previous database after a successful swap",
+        "no_privileges": "Skip GRANTs (when the archive grants to roles this server does not have)",
     },
 )
 @infra_task
@@ -139,6 +140,7 @@ def restore(
     jobs: int = 1,
     in_place: bool = False,
     drop_old: bool = False,
+    no_privileges: bool = False,
 ) -> None:
     """Verify a backup, restore it into a scratch database, then swap it in (the old one is kept)."""
     from semantik_infra.backends import select_backend
@@ -154,6 +156,15 @@ def restore(
     else:
         keep = "drop the current one" if drop_old else f"keep the current one as {live}_before_restore_<time>"
         confirm(f"replace database {live} with {entry.path.name} and {keep}", yes=yes)
-    result = restore_backup(settings, backend, entry, jobs=jobs, in_place=in_place, drop_old=drop_old, report=step)
+    result = restore_backup(
+        settings,
+        backend,
+        entry,
+        jobs=jobs,
+        in_place=in_place,
+        drop_old=drop_old,
+        privileges=not no_privileges,
+        report=step,
+    )
     print("\n".join(describe_tables(result.tables)))
     step(f"restored {len(result.tables)} tables into {result.database} in {format_duration(result.seconds)}")

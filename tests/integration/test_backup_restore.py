@@ -244,6 +244,23 @@ def test_unreachable_server_is_one_clear_line(db: DbProject):
     assert len(restore.stderr.strip().splitlines()) == 1
 
 
+def test_grant_to_a_missing_role_fails_safely_unless_no_privileges(db: DbProject):
+    role = f"reader_{secrets.token_hex(4)}"
+    db.sql(f'CREATE ROLE "{role}"; GRANT SELECT ON docs TO "{role}"')
+    try:
+        assert db.run("postgres.backup").returncode == 0
+        db.sql(f'REVOKE ALL ON docs FROM "{role}"; DROP ROLE "{role}"')  # as on another machine
+        _change_everything(db)
+        changed, databases = db.checksums(), db.databases()
+        failed = db.run("postgres.restore", "--yes")
+        assert failed.returncode == 1 and "pg_restore failed" in failed.stderr and role in failed.stderr
+        assert db.checksums() == changed and db.databases() == databases  # scratch dropped, live untouched
+        restored = db.run("postgres.restore", "--yes", "--no-privileges")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    finally:
+        db.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
+
+
 def test_restore_asks_for_confirmation(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     refused = db.run("postgres.restore")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from semantik_infra.restore import MAX_IDENTIFIER_BYTES, maintenance_database, restore_names
+from semantik_infra.restore import MAX_IDENTIFIER_BYTES, maintenance_database, pg_restore_argv, restore_names
 
 WHEN = datetime(2026, 11, 25, 12, 0, 1, tzinfo=UTC)
 
@@ -33,3 +33,10 @@ def test_long_names_are_shortened_to_what_postgresql_keeps():
 def test_a_session_never_sits_in_the_database_being_renamed():
     assert maintenance_database("semantik") == "postgres"
     assert maintenance_database("postgres") == "template1"
+
+
+def test_pg_restore_argv():
+    assert pg_restore_argv("d") == ["--no-owner", "--exit-on-error", "--dbname", "d", "--single-transaction"]
+    parallel = pg_restore_argv("d", jobs=4, clean=True, privileges=False)
+    assert parallel[-5:] == ["--no-privileges", "--clean", "--if-exists", "--jobs", "4"]
+    assert "--single-transaction" not in parallel
