@@ -261,6 +261,38 @@ def test_grant_to_a_missing_role_fails_safely_unless_no_privileges(db: DbProject
         db.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
 
 
+def test_user_without_createdb_gets_a_clear_error_and_can_restore_in_place(pg_cluster: RunningCluster):
+    role, password = f"owner_{secrets.token_hex(4)}", "role-pw:/@ x"
+    admin = _db_project(pg_cluster)
+    admin.sql(f"CREATE ROLE \"{role}\" LOGIN NOCREATEDB PASSWORD '{password}'", database="postgres")
+    admin.sql(f'ALTER DATABASE "{admin.database}" OWNER TO "{role}"', database="postgres")
+    project = DbProject(
+        pg_cluster,
+        admin.project_dir,
+        admin.database,
+        {**admin.environ, "SEMANTIK_PG_BACKEND": "external", "POSTGRES_USER": role, "POSTGRES_PASSWORD": password},
+    )
+    try:
+        params = pg_cluster.settings.database.with_database(admin.database).libpq_params()
+        owner = psycopg2.connect(**{**params, "user": role, "password": password})
+        owner.autocommit = True
+        with owner.cursor() as cursor:
+            cursor.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 50) g")
+        assert project.run("postgres.backup").returncode == 0
+        with owner.cursor() as cursor:
+            cursor.execute("DELETE FROM t")
+        owner.close()
+        refused = project.run("postgres.restore", "--yes")
+        assert refused.returncode == 1 and "needs CREATEDB, or use --in-place" in refused.stderr
+        assert password not in refused.stdout + refused.stderr
+        in_place = project.run("postgres.restore", "--yes", "--in-place")
+        assert in_place.returncode == 0, in_place.stdout + in_place.stderr
+        assert admin.sql("SELECT count(*) FROM t") == [(50,)]
+    finally:
+        _drop_project(admin)
+        admin.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
+
+
 def test_restore_asks_for_confirmation(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     refused = db.run("postgres.restore")
