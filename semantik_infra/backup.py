@@ -31,7 +31,12 @@ CUSTOM, DIRECTORY = "custom", "directory"
 ARCHIVE_SUFFIX = {CUSTOM: ".dump", DIRECTORY: ".dumpdir"}
 MANIFEST_SUFFIX = ".json"
 GLOBALS_SUFFIX = ".globals.sql"
+# Temporary names: `.<final name>.<pid>.<random>.partial` (the pid tells prune whether the writer lives).
+PARTIAL_SUFFIX = ".partial"
 ARCHIVE_MODE = 0o600  # archives hold all the data and, with globals, password hashes
+_PARTIAL = re.compile(r"^\.(?P<archive>.+\.(?:dump|dumpdir))\.(?P<pid>\d+)\.(?:[A-Za-z0-9_]+\.)?partial$")
+# A leftover temp file must be this old (no write since) before prune removes it.
+STALE_PARTIAL_SECONDS = 3600.0
 _STAMP = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.(?:dump|dumpdir)$")
 # Tables smaller than this are counted exactly when the planner has no estimate yet.
 EXACT_COUNT_LIMIT_BYTES = 64 << 20
@@ -167,23 +172,36 @@ def toc_tables(listing: str) -> list[str]:
 def select_for_pruning(
     entries: list[BackupEntry], *, keep: int | None, keep_days: float | None, now: datetime
 ) -> list[BackupEntry]:
-    """The entries to delete: those neither among the newest `keep` nor younger than `keep_days`.
-
-    The newest backup is never selected, whatever the arguments.
-    """
+    """The entries to delete, oldest first: per database, those neither among its newest `keep`
+    nor younger than `keep_days`. Each database's newest backup, and its newest one with a
+    manifest, are never selected, whatever the arguments."""
     if keep is None and keep_days is None:
         raise ConfigError("--prune needs --keep N and/or --keep-days D")
     if keep is not None and keep < 1:
         raise ConfigError("--keep must be at least 1: the newest backup is always kept")
-    ordered = sorted(entries, key=lambda entry: entry.created, reverse=True)
+    if keep_days is not None and keep_days < 0:
+        raise ConfigError("--keep-days must not be negative")
+    by_database: dict[str, list[BackupEntry]] = {}
+    for entry in entries:
+        by_database.setdefault(entry.database, []).append(entry)
     doomed = []
-    for rank, entry in enumerate(ordered):
-        kept_by_count = keep is not None and rank < keep
-        kept_by_age = keep_days is not None and now - entry.created <= timedelta(days=keep_days)
-        if rank == 0 or kept_by_count or kept_by_age:
-            continue
-        doomed.append(entry)
-    return doomed
+    for group in by_database.values():
+        ordered = sorted(group, key=lambda entry: entry.created, reverse=True)
+        # A newest archive that is damaged (no manifest) must not cost the last good one.
+        newest_good = next((entry for entry in ordered if entry.manifest is not None), None)
+        for rank, entry in enumerate(ordered):
+            kept_by_count = keep is not None and rank < keep
+            kept_by_age = keep_days is not None and now - entry.created <= timedelta(days=keep_days)
+            if rank == 0 or entry is newest_good or kept_by_count or kept_by_age:
+                continue
+            doomed.append(entry)
+    return sorted(doomed, key=lambda entry: entry.created)
+
+
+def partial_writer_pid(name: str) -> int | None:
+    """The pid of the backup writing temp file `name` (`.<archive>.<pid>.<random>.partial`), or None."""
+    match = _PARTIAL.match(name)
+    return int(match.group("pid")) if match else None
 
 
 # --- streaming sinks -----------------------------------------------------------------------
@@ -247,32 +265,39 @@ def server_facts(settings: Settings, database: str) -> tuple[str, int, dict[str,
         raise BackupError(f"cannot connect to {settings.database.redacted()}: {classify(error).cause}") from None
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            version = str(cursor.fetchone()[0]).split()[0]
-            major = connection.server_version // 10000
-            cursor.execute(
-                "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_relation_size(c.oid)"
-                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
-            )
-            tables: dict[str, int | None] = {}
-            for schema, table, estimate, size in cursor.fetchall():
-                name = f"{schema}.{table}"
-                if estimate >= 0:
-                    tables[name] = int(estimate)
-                elif size <= EXACT_COUNT_LIMIT_BYTES:
-                    # Never analysed (reltuples = -1): small enough to count exactly.
-                    from psycopg2 import sql
+            return _read_facts(connection, cursor)
+    except psycopg2.Error as error:
+        from semantik_infra.database import classify
 
-                    cursor.execute(
-                        sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-                    )
-                    tables[name] = int(cursor.fetchone()[0])
-                else:
-                    tables[name] = None
+        raise BackupError(f"cannot read table statistics of {database}: {classify(error).cause}") from None
     finally:
         connection.close()
+
+
+def _read_facts(connection: Any, cursor: Any) -> tuple[str, int, dict[str, int | None]]:
+    # Planner estimates (pg_class.reltuples) cost nothing; -1 means never analysed (PG14+).
+    from psycopg2 import sql
+
+    cursor.execute("SHOW server_version")
+    version = str(cursor.fetchone()[0]).split()[0]
+    major = connection.server_version // 10000
+    cursor.execute(
+        "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_relation_size(c.oid)"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
+    )
+    tables: dict[str, int | None] = {}
+    for schema, table, estimate, size in cursor.fetchall():
+        name = f"{schema}.{table}"
+        if estimate >= 0:
+            tables[name] = int(estimate)
+        elif size <= EXACT_COUNT_LIMIT_BYTES:
+            # Never analysed, and small enough to count exactly.
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            tables[name] = int(cursor.fetchone()[0])
+        else:
+            tables[name] = None
     return version, major, tables
 
 
@@ -343,12 +368,13 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
                 f"{entry.path.name} was encrypted with another key (fingerprint {manifest.key_fingerprint}):"
                 " set BACKUP_ENCRYPTION_KEY to that key"
             )
-        _decrypt_all(entry.path, key)
+        authenticate(entry.path, key)
     entries = count_toc_entries(read_toc(backend, entry.path, key if manifest.encrypted else None))
     return f"checksum ok, {entries} TOC entries" + (", decrypts" if manifest.encrypted else "")
 
 
-def _decrypt_all(path: Path, key: bytes) -> None:
+def authenticate(path: Path, key: bytes) -> None:
+    """Decrypt a whole encrypted archive, discarding the output: BackupError at the first bad chunk."""
     with archive_reader(path, key) as source:
         while source.read(1 << 20):
             pass
@@ -378,6 +404,40 @@ def list_backups(directory: Path) -> list[BackupEntry]:
             problem = str(error)
         entries.append(BackupEntry(path, database, created, manifest, problem))
     return sorted(entries, key=lambda entry: entry.created)
+
+
+def stale_partials(directory: Path, *, now: float | None = None) -> list[Path]:
+    """Temp files of interrupted backups: their writer is gone and nothing touched them for an hour."""
+    if not directory.is_dir():
+        return []
+    now = time.time() if now is None else now
+    stale = []
+    for path in sorted(directory.iterdir()):
+        pid = partial_writer_pid(path.name)
+        if pid is None or _process_alive(pid):
+            continue
+        try:
+            touched = max([path.stat().st_mtime, *(child.stat().st_mtime for child in path.rglob("*"))])
+        except OSError:
+            continue  # vanished meanwhile
+        if now - touched >= STALE_PARTIAL_SECONDS:
+            stale.append(path)
+    return stale
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def remove_partial(path: Path) -> None:
+    """Delete a leftover temp file or directory."""
+    _discard(path)
 
 
 def entry_size(entry: BackupEntry) -> int:
@@ -442,6 +502,8 @@ def create_backup(
         raise ConfigError("--encrypt works with the custom format only (a directory archive is many files)")
     if include_globals and backend.name == "external":
         raise ConfigError("--include-globals needs the docker or native backend (roles belong to the whole server)")
+    if fmt == DIRECTORY and backend.name == "docker":
+        raise ConfigError("--format directory works only on the native and external backends: use --format custom")
     key = encryption_key(settings, encrypt)
     database = settings.database.database or "postgres"
     directory = settings.backup.directory
@@ -456,11 +518,16 @@ def create_backup(
 
     final = directory / archive_name(database, created, fmt)
     if fmt == CUSTOM:
-        sha256, size = _dump_custom(settings, backend, final, key, progress)
+        temp, sha256, size = _dump_custom(settings, backend, final, key, progress)
     else:
-        sha256, size = _dump_directory(settings, backend, final, jobs)
+        temp, sha256, size = _dump_directory(settings, backend, final, jobs)
     try:
-        listing = read_toc(backend, final, key)
+        # Verified under its temporary name: only an archive pg_restore can read gets a final name.
+        listing = read_toc(backend, temp, key)
+        publish_archive(temp, final)
+    finally:
+        _discard(temp)
+    try:
         extra = _dump_globals(backend, final) if include_globals else None
         from semantik_infra.backends.native import parse_version
         from semantik_infra.encryption import key_fingerprint
@@ -493,20 +560,50 @@ def create_backup(
 
 
 def _temp_path(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".partial")
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX)
     os.close(fd)
     os.chmod(name, ARCHIVE_MODE)
     return Path(name)
 
 
-def _publish(temp: Path, final: Path) -> None:
-    # link() fails if the name exists, so a finished archive is never replaced; then drop the temp name.
+def _discard(temp: Path) -> None:
+    import shutil
+
+    if temp.is_dir():
+        shutil.rmtree(temp, ignore_errors=True)
+    else:
+        temp.unlink(missing_ok=True)
+
+
+def publish_archive(temp: Path, final: Path) -> None:
+    """Give a finished archive its final name, never replacing an existing one."""
     try:
-        os.link(temp, final)
+        if temp.is_dir():
+            # Reserve the name with an empty directory (fails if it exists), then let rename()
+            # atomically replace our own empty reservation.
+            final.mkdir(mode=0o700)
+            os.rename(temp, final)
+        else:
+            _publish_file(temp, final)
     except FileExistsError:
         raise BackupError(f"{final} already exists: refusing to overwrite a backup") from None
-    temp.unlink()
+    except OSError as error:
+        raise _write_error(error, final.parent) from None
     fsync_directory(final.parent)
+
+
+def _publish_file(temp: Path, final: Path) -> None:
+    try:
+        # link() fails if the name exists, so a finished archive is never replaced.
+        os.link(temp, final)
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        # A filesystem without hard links: reserve the name exclusively, then replace the reservation.
+        os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARCHIVE_MODE))
+        os.replace(temp, final)
+        return
+    temp.unlink()
 
 
 def _dump_custom(
@@ -515,7 +612,8 @@ def _dump_custom(
     final: Path,
     key: bytes | None,
     progress: Callable[[int], None] | None,
-) -> tuple[str, int]:
+) -> tuple[Path, str, int]:
+    """pg_dump -Fc streamed (and encrypted) into a fsynced temp file; (temp, sha256 on disk, size)."""
     command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, settings.backup.compression, 1))
     temp = _temp_path(final)
     try:
@@ -534,33 +632,29 @@ def _dump_custom(
                 sink.close()
             raw.flush()
             os.fsync(raw.fileno())
-        _publish(temp, final)
-        return hashing.digest.hexdigest(), hashing.count
+        return temp, hashing.digest.hexdigest(), hashing.count
     except OSError as error:
+        _discard(temp)
         raise _write_error(error, final.parent) from None
-    finally:
-        temp.unlink(missing_ok=True)
+    except BaseException:
+        _discard(temp)
+        raise
 
 
-def _dump_directory(settings: Settings, backend: Backend, final: Path, jobs: int) -> tuple[str, int]:
-    import shutil
-
-    temp = final.with_name(f".{final.name}.{os.getpid()}.partial")
+def _dump_directory(settings: Settings, backend: Backend, final: Path, jobs: int) -> tuple[Path, str, int]:
+    """pg_dump -Fd -j N into a temp directory beside the final one; (temp, sha256, size)."""
+    temp = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
     command = _local_tool(backend, "pg_dump", pg_dump_argv(DIRECTORY, settings.backup.compression, jobs, temp))
     try:
         result = proc.run(command, check=False)
         if result.returncode != 0:
             raise BackupError(f"pg_dump failed: {proc.last_line(result.stderr) or result.returncode}")
-        os.chmod(temp, 0o700)
-        try:
-            os.rename(temp, final)  # pg_dump -Fd fsyncs its files itself
-        except OSError as error:
-            raise BackupError(f"{final} could not be created ({error.strerror})") from None
-        fsync_directory(final.parent)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-    size = sum(child.stat().st_size for child in final.rglob("*") if child.is_file())
-    return file_sha256(final), size
+        os.chmod(temp, 0o700)  # pg_dump -Fd fsyncs its files itself
+        size = sum(child.stat().st_size for child in temp.rglob("*") if child.is_file())
+        return temp, file_sha256(temp), size
+    except BaseException:
+        _discard(temp)
+        raise
 
 
 def _dump_globals(backend: Backend, final: Path) -> Path:

@@ -1,7 +1,8 @@
 """Restoring a backup without risking the live database. The archive is verified (checksum,
 decryptability, table of contents) before any database is touched; pg_restore then fills a new
 scratch database, and only when it finished without error is the scratch database swapped in
-(live connections terminated, live renamed to `<db>_before_restore_<time>`, scratch renamed to
+(new sessions blocked, live connections terminated, then in one transaction live renamed to
+`<db>_before_restore_<time>` and scratch renamed to `<db>`, so there is never a moment without
 `<db>`). A failed or interrupted restore drops the scratch database and leaves the live one as it
 was. `in_place` (clean + restore into the live database) exists for users who ask for it."""
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,8 @@ from semantik_infra.console import Timer
 from semantik_infra.errors import BackupError, ConfigError
 
 RENAME_ATTEMPTS = 10
+# PostgreSQL silently truncates longer identifiers, after which lookups by the full name miss.
+MAX_IDENTIFIER_BYTES = 63
 
 
 @dataclass
@@ -66,12 +69,50 @@ def resolve_archive(settings: Settings, which: str) -> BackupEntry:
     return BackupEntry(found, parsed[0] if parsed else database, created, None, "no manifest")
 
 
-def _admin(settings: Settings) -> Any:
+def restore_names(live: str, when: datetime, taken: Collection[str]) -> tuple[str, str]:
+    """(scratch, previous) database names for restoring `live`: `<db>_restore_<time>` and
+    `<db>_before_restore_<time>`, unused in `taken`, the `<db>` part shortened to fit 63 bytes."""
+    stamp = when.strftime("%Y%m%d%H%M%S")
+    for attempt in range(1, 100):
+        suffix = stamp if attempt == 1 else f"{stamp}_{attempt}"
+        scratch = _fit(live, f"_restore_{suffix}")
+        previous = _fit(live, f"_before_restore_{suffix}")
+        if scratch not in taken and previous not in taken:
+            return scratch, previous
+    raise BackupError(f"too many databases named {live}_restore_{stamp}…: drop the leftovers")
+
+
+def _fit(prefix: str, suffix: str) -> str:
+    budget = MAX_IDENTIFIER_BYTES - len(suffix.encode())
+    return prefix.encode()[:budget].decode("utf-8", "ignore") + suffix
+
+
+def maintenance_database(live: str) -> str:
+    """The database to connect to while renaming `live` (a session cannot rename its own database)."""
+    return "template1" if live == "postgres" else "postgres"
+
+
+@contextlib.contextmanager
+def database_errors(action: str) -> Iterator[None]:
+    """Turn a driver error into one BackupError line: what we were doing and why it failed."""
     import psycopg2
 
-    connection = psycopg2.connect(
-        **settings.database.with_database("postgres").libpq_params(), connect_timeout=str(settings.connect_timeout)
-    )
+    try:
+        yield
+    except psycopg2.Error as error:
+        from semantik_infra.database import classify
+
+        raise BackupError(f"{action}: {classify(error).cause}") from None
+
+
+def _admin(settings: Settings, live: str) -> Any:
+    import psycopg2
+
+    with database_errors(f"cannot connect to {settings.database.redacted()}"):
+        connection = psycopg2.connect(
+            **settings.database.with_database(maintenance_database(live)).libpq_params(),
+            connect_timeout=str(settings.connect_timeout),
+        )
     connection.autocommit = True
     return connection
 
@@ -92,12 +133,20 @@ def drop_database(settings: Settings, name: str) -> None:
     """Terminate a database's sessions and drop it (used for scratch and old copies)."""
     from psycopg2 import sql
 
-    connection = _admin(settings)
+    connection = _admin(settings, name)
     try:
-        with connection.cursor() as cursor:
+        with database_errors(f"cannot drop database {name}"), connection.cursor() as cursor:
             _when_idle(cursor, name, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
     finally:
         connection.close()
+
+
+def _drop_scratch(settings: Settings, name: str, report: Callable[[str, float | None], None]) -> None:
+    # Best effort while another error is on its way out: that error is the one to show.
+    try:
+        drop_database(settings, name)
+    except BackupError as error:
+        report(f"the scratch database {name} is left behind ({error}): drop it with DROP DATABASE", None)
 
 
 def restore_backup(
@@ -108,62 +157,101 @@ def restore_backup(
     jobs: int = 1,
     in_place: bool = False,
     drop_old: bool = False,
+    privileges: bool = True,
     report: Callable[[str, float | None], None] = lambda _t, _s=None: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RestoreResult:
-    """Verify `entry`, restore it into a scratch database, then swap it in (or clean-restore in place)."""
-    started = time.monotonic()
-    manifest = entry.manifest
-    key = None
-    if manifest is not None and manifest.encrypted:
-        from semantik_infra.encryption import parse_key
+    """Verify `entry`, restore it into a scratch database, then swap it in (or clean-restore in place).
 
-        key = parse_key(settings.backup.encryption_key.reveal())
+    Ownership always goes to the configured user (--no-owner); `privileges=False` also skips GRANTs.
+    """
+    started = time.monotonic()
+    from semantik_infra.encryption import is_encrypted, parse_key
+
+    manifest = entry.manifest
+    encrypted = manifest.encrypted if manifest is not None else entry.path.is_file() and is_encrypted(entry.path)
+    key = parse_key(settings.backup.encryption_key.reveal()) if encrypted else None
     if manifest is not None:
         verification = verify_archive(backend, entry, key)
     else:
-        from semantik_infra.backup import count_toc_entries, read_toc
+        from semantik_infra.backup import authenticate, count_toc_entries, read_toc
 
-        count = count_toc_entries(read_toc(backend, entry.path, None))
+        # No checksum to compare; still, every encrypted chunk must authenticate and the TOC must read.
+        if key is not None:
+            authenticate(entry.path, key)
+        count = count_toc_entries(read_toc(backend, entry.path, key))
         verification = f"no manifest: checksum not checked; {count} TOC entries readable"
     report(f"verified {entry.path.name}: {verification}", time.monotonic() - started)
 
     live = settings.database.database or "postgres"
-    stamp = clock().strftime("%Y%m%d%H%M%S")
-    target = live if in_place else f"{live}_restore_{stamp}"
-    previous = None if in_place else f"{live}_before_restore_{stamp}"
-    if not in_place:
+    parallel = _parallel_possible(backend, entry.path, key)
+    if jobs > 1 and not parallel:
+        report("--jobs ignored: this archive streams through pg_restore in one transaction", None)
+    previous: str | None = None
+    if in_place:
+        target = live
+    else:
+        existing = _database_names(settings, live)
+        leftovers = sorted(name for name in existing if name.startswith(f"{live}_restore_"))
+        if leftovers:
+            report(f"left by interrupted restores (drop them when none runs): {', '.join(leftovers)}", None)
+        target, previous = restore_names(live, clock(), existing)
         _create_scratch(settings, target)
     try:
         with Timer() as timer:
-            _run_pg_restore(backend, entry.path, key, target, jobs=jobs, clean=in_place)
+            _run_pg_restore(
+                backend,
+                entry.path,
+                key,
+                target,
+                jobs=jobs if parallel else 1,
+                clean=in_place,
+                privileges=privileges,
+            )
         report(f"pg_restore into {target} finished", timer.seconds)
         tables = _row_counts(settings, target, entry)
+        if previous is not None:
+            previous = _swap(settings, live, target, previous)
     except BaseException:
         if not in_place:
-            # Report the restore's own failure; a scratch database left behind is harmless and named.
-            with contextlib.suppress(Exception):
-                drop_database(settings, target)
+            _drop_scratch(settings, target, report)
         raise
-    if not in_place:
-        assert previous is not None
-        previous = _swap(settings, live, target, previous)
-        if previous:
-            report(f"swapped in: {live} is the restored database; the old one is kept as {previous}", None)
-        else:
-            report(f"created {live} from the archive (there was no live database)", None)
+    if previous:
+        report(f"swapped in: {live} is the restored database; the old one is kept as {previous}", None)
+    elif not in_place:
+        report(f"created {live} from the archive (there was no live database)", None)
     dropped = False
     if drop_old and previous:
-        drop_database(settings, previous)
+        try:
+            drop_database(settings, previous)
+        except BackupError as error:
+            raise BackupError(f"{live} was restored, but the old copy {previous} was not dropped: {error}") from None
         dropped = True
         report(f"dropped {previous}", None)
     return RestoreResult(entry.path, live, previous, dropped, time.monotonic() - started, tables, verification)
 
 
+def _database_names(settings: Settings, live: str) -> set[str]:
+    connection = _admin(settings, live)
+    try:
+        with database_errors("cannot list databases"), connection.cursor() as cursor:
+            cursor.execute("SELECT datname FROM pg_database")
+            return {row[0] for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+def _parallel_possible(backend: Backend, archive: Path, key: bytes | None) -> bool:
+    # pg_restore --jobs needs a file it can seek in on this machine: not a decrypting stream,
+    # not a host file seen from inside a container.
+    return archive.is_dir() or (key is None and backend.name != "docker")
+
+
 def _create_scratch(settings: Settings, name: str) -> None:
+    import psycopg2
     from psycopg2 import sql
 
-    connection = _admin(settings)
+    connection = _admin(settings, name)
     try:
         with connection.cursor() as cursor:
             if _exists(cursor, name):
@@ -171,30 +259,37 @@ def _create_scratch(settings: Settings, name: str) -> None:
             cursor.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
             )
-    except Exception as error:
-        if isinstance(error, BackupError):
-            raise
+    except psycopg2.Error as error:
+        from semantik_infra.database import first_line
+
         raise BackupError(
-            f"cannot create the scratch database {name} ({str(error).strip().splitlines()[0]}):"
+            f"cannot create the scratch database {name} ({first_line(str(error))}):"
             " the configured user needs CREATEDB, or use --in-place"
         ) from None
     finally:
         connection.close()
 
 
-def _run_pg_restore(
-    backend: Backend, archive: Path, key: bytes | None, database: str, *, jobs: int, clean: bool
-) -> None:
+def pg_restore_argv(database: str, *, jobs: int = 1, clean: bool = False, privileges: bool = True) -> list[str]:
+    """pg_restore options: objects owned by the configured user, stop at the first error."""
     args = ["--no-owner", "--exit-on-error", "--dbname", database]
+    if not privileges:
+        args.append("--no-privileges")
     if clean:
         args += ["--clean", "--if-exists"]
-    seekable = key is None and backend.name != "docker"
-    if jobs > 1 and seekable:
+    if jobs > 1:
         args += ["--jobs", str(jobs)]
     else:
         # One transaction: an error or Ctrl-C leaves nothing half-restored in the target.
         args.append("--single-transaction")
-    if archive.is_dir() or (seekable and jobs > 1):
+    return args
+
+
+def _run_pg_restore(
+    backend: Backend, archive: Path, key: bytes | None, database: str, *, jobs: int, clean: bool, privileges: bool
+) -> None:
+    args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges)
+    if archive.is_dir() or jobs > 1:
         result = proc.run(backend.client_command("pg_restore", [*args, str(archive)], database=database), check=False)
         status, errors = result.returncode, result.stderr
     else:
@@ -210,15 +305,17 @@ def _row_counts(settings: Settings, database: str, entry: BackupEntry) -> dict[s
 
     estimates = entry.manifest.tables if entry.manifest else {}
     names = list(estimates) or []
-    connection = psycopg2.connect(
-        **settings.database.with_database(database).libpq_params(), connect_timeout=str(settings.connect_timeout)
-    )
+    with database_errors(f"cannot count the rows restored into {database}"):
+        connection = psycopg2.connect(
+            **settings.database.with_database(database).libpq_params(), connect_timeout=str(settings.connect_timeout)
+        )
     try:
-        with connection.cursor() as cursor:
+        with database_errors(f"cannot count the rows restored into {database}"), connection.cursor() as cursor:
             if not names:
                 cursor.execute(
                     "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                    " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                    " AND n.nspname NOT LIKE 'pg_toast%'"
                 )
                 names = [row[0] for row in cursor.fetchall()]
             counts = {}
@@ -234,32 +331,51 @@ def _row_counts(settings: Settings, database: str, entry: BackupEntry) -> dict[s
 
 
 def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | None:
+    import psycopg2
     from psycopg2 import sql
 
-    def ident(name: str) -> sql.Identifier:
-        return sql.Identifier(name)
+    def rename(old: str, new: str) -> sql.Composed:
+        return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
 
-    connection = _admin(settings)
+    def allow(name: str, allowed: bool) -> sql.Composed:
+        value = sql.SQL("true" if allowed else "false")
+        return sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(sql.Identifier(name), value)
+
+    connection = _admin(settings, live)
     try:
-        with connection.cursor() as cursor:
+        with database_errors(f"swapping {scratch} in as {live} failed ({live} is unchanged)"):
+            cursor = connection.cursor()
             if not _exists(cursor, live):
-                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(scratch), ident(live)))
+                cursor.execute(rename(scratch, live))
                 return None
-            # Block new sessions first, or the app reconnects between terminate and rename.
-            cursor.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident(live)))
+            # Block new sessions first, or the app reconnects between terminate and rename. This is
+            # committed on its own; should we die before the swap commits, live is intact but closed:
+            # ALTER DATABASE <db> WITH ALLOW_CONNECTIONS true reopens it.
+            cursor.execute(allow(live, False))
             try:
-                _when_idle(cursor, live, sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live), ident(previous)))
+                for attempt in range(RENAME_ATTEMPTS):
+                    _terminate(cursor, live)
+                    try:
+                        # Both renames commit together or not at all: never a moment without <db>.
+                        cursor.execute("BEGIN")
+                        cursor.execute(rename(live, previous))
+                        cursor.execute(rename(scratch, live))
+                        cursor.execute(allow(previous, True))
+                        cursor.execute("COMMIT")
+                        return previous
+                    except psycopg2.errors.ObjectInUse:
+                        # Terminated sessions take a moment to exit.
+                        cursor.execute("ROLLBACK")
+                        time.sleep(0.1 * (attempt + 1))
+                raise BackupError(
+                    f"{live} still has sessions after {RENAME_ATTEMPTS} attempts: stop the app and retry"
+                    f" ({live} is unchanged)"
+                )
             except BaseException:
-                cursor.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(live)))
+                with contextlib.suppress(psycopg2.Error):
+                    cursor.execute("ROLLBACK")
+                    cursor.execute(allow(live, True))
                 raise
-            try:
-                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(scratch), ident(live)))
-            except BaseException:
-                cursor.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(previous), ident(live)))
-                cursor.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(live)))
-                raise
-            cursor.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(previous)))
-            return previous
     finally:
         connection.close()
 

@@ -87,8 +87,13 @@ class Backend(ABC):
         """Print the server log to stdout (following until Ctrl-C if asked); return an exit status."""
 
     @abstractmethod
-    def client_command(self, tool: str, args: Sequence[str] = (), *, database: str | None = None) -> Command:
-        """A command running a client tool (psql, pg_dump, …) against the server, password in its env."""
+    def client_command(
+        self, tool: str, args: Sequence[str] = (), *, database: str | None = None, interactive: bool = False
+    ) -> Command:
+        """A command running a client tool (psql, pg_dump, …) against the server, password in its env.
+
+        `interactive` marks a command run with the user's terminal attached (psql), never a pipe.
+        """
 
     @abstractmethod
     def destroy_data(self, report: Reporter = quiet) -> None:

@@ -289,14 +289,18 @@ class DockerBackend(Backend):
             args.append("--follow")
         return proc.run_interactive(self._compose_command(*args, self.settings.compose.service))
 
-    def client_command(self, tool: str, args: Sequence[str] = (), *, database: str | None = None) -> Command:
+    def client_command(
+        self, tool: str, args: Sequence[str] = (), *, database: str | None = None, interactive: bool = False
+    ) -> Command:
         """`docker exec` the tool inside the container, so client and server versions match."""
         container = self.container()
         if container is None or container.status != "running":
             raise BackendError("the PostgreSQL container is not running: run `inv postgres.up`")
         url = self.settings.database
-        interactive = os.isatty(0) and os.isatty(1)
-        argv = ["docker", "exec", "-i", *(["-t"] if interactive else [])]
+        # A pseudo-terminal only for a session the user types into: with `-t`, docker refuses a
+        # redirected stdin and turns "\n" into "\r\n", which corrupts a streamed archive.
+        tty = interactive and os.isatty(0) and os.isatty(1)
+        argv = ["docker", "exec", "-i", *(["-t"] if tty else [])]
         # `-e NAME` without a value copies NAME from our environment: the secret stays off argv.
         argv += ["-e", "PGPASSWORD", "-e", f"PGUSER={url.username}", "-e", f"PGDATABASE={database or url.database}"]
         argv += [container.id, tool, *args]

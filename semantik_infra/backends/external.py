@@ -63,7 +63,9 @@ class ExternalBackend(Backend):
             connection.close()
         return BackendStatus(self.name, True, facts)
 
-    def client_command(self, tool: str, args: Sequence[str] = (), *, database: str | None = None) -> Command:
+    def client_command(
+        self, tool: str, args: Sequence[str] = (), *, database: str | None = None, interactive: bool = False
+    ) -> Command:
         """The machine's own client tool, pointed at the server through PG* variables."""
         url = self.url.with_database(database) if database else self.url
         return Command((str(find_client_tool(tool, self.settings.pg_bin)), *args), env=libpq_environment(url))

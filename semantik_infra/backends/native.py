@@ -198,7 +198,9 @@ class NativeBackend(Backend):
     def _server_command(self, tool: str, *args: str | os.PathLike[str]) -> Command:
         return Command(proc.as_argv([self.binaries.tool(tool), *args]), user=self.run_as)
 
-    def client_command(self, tool: str, args: Sequence[str] = (), *, database: str | None = None) -> Command:
+    def client_command(
+        self, tool: str, args: Sequence[str] = (), *, database: str | None = None, interactive: bool = False
+    ) -> Command:
         """A client tool from the same binaries, pointed at the cluster through PG* variables."""
         url = self.url.with_database(database) if database else self.url
         path = self.binaries.tool(tool)

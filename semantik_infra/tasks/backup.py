@@ -55,8 +55,8 @@ def backup(
 @task(
     help={
         "verify": "Re-check every archive's checksum, decryptability and table of contents",
-        "prune": "Delete old archives (with --keep and/or --keep-days); the newest is always kept",
-        "keep": "With --prune: keep this many newest archives",
+        "prune": "Delete old archives (with --keep and/or --keep-days); each database's newest is always kept",
+        "keep": "With --prune: keep this many newest archives of each database",
         "keep_days": "With --prune: keep archives younger than this many days",
         "dry_run": "With --prune: only print what would be deleted",
     }
@@ -74,7 +74,9 @@ def backups(
         describe_entry,
         encryption_key,
         list_backups,
+        remove_partial,
         select_for_pruning,
+        stale_partials,
         verify_archive,
     )
     from semantik_infra.console import status_line, step
@@ -82,14 +84,21 @@ def backups(
 
     settings = load()
     entries = list_backups(settings.backup.directory)
+    leftovers = stale_partials(settings.backup.directory)
     if prune:
         doomed = select_for_pruning(entries, keep=keep or None, keep_days=keep_days or None, now=datetime.now(UTC))
         for entry in doomed:
             if not dry_run:
                 delete_backup(entry)
             step(f"{'would delete' if dry_run else 'deleted'} {entry.path.name}")
+        for path in leftovers:
+            if not dry_run:
+                remove_partial(path)
+            step(f"{'would remove' if dry_run else 'removed'} {path.name} (left by an interrupted backup)")
         step(f"{len(entries) - len(doomed)} backups kept" + (" (dry run: nothing deleted)" if dry_run else ""))
         return
+    if leftovers:
+        step(f"{len(leftovers)} temporary files left by interrupted backups: --prune removes them", status="warn")
     if not entries:
         step(f"no backups in {settings.backup.directory}", status="info")
         return
@@ -120,6 +129,7 @@ def backups(
         "jobs": "Parallel pg_restore jobs (plain archives on native/external)",
         "in_place": "Clean and restore into the live database instead of swapping in a scratch copy",
         "drop_old": "Drop the previous database after a successful swap",
+        "no_privileges": "Skip GRANTs (when the archive grants to roles this server does not have)",
     },
 )
 @infra_task
@@ -130,6 +140,7 @@ def restore(
     jobs: int = 1,
     in_place: bool = False,
     drop_old: bool = False,
+    no_privileges: bool = False,
 ) -> None:
     """Verify a backup, restore it into a scratch database, then swap it in (the old one is kept)."""
     from semantik_infra.backends import select_backend
@@ -145,6 +156,15 @@ def restore(
     else:
         keep = "drop the current one" if drop_old else f"keep the current one as {live}_before_restore_<time>"
         confirm(f"replace database {live} with {entry.path.name} and {keep}", yes=yes)
-    result = restore_backup(settings, backend, entry, jobs=jobs, in_place=in_place, drop_old=drop_old, report=step)
+    result = restore_backup(
+        settings,
+        backend,
+        entry,
+        jobs=jobs,
+        in_place=in_place,
+        drop_old=drop_old,
+        privileges=not no_privileges,
+        report=step,
+    )
     print("\n".join(describe_tables(result.tables)))
     step(f"restored {len(result.tables)} tables into {result.database} in {format_duration(result.seconds)}")

@@ -97,7 +97,7 @@ def shell(c: Context, command: str = "", database: str = "") -> None:
     from semantik_infra.proc import run_interactive
 
     args = ["-v", "ON_ERROR_STOP=1", "-c", command] if command else []
-    code = run_interactive(_backend().client_command("psql", args, database=database or None))
+    code = run_interactive(_backend().client_command("psql", args, database=database or None, interactive=True))
     if code != 0:
         raise Exit(code=code)
 

@@ -144,6 +144,51 @@ def test_backup_restore_and_connection_test_on_docker(docker_project: DockerProj
         assert p.password not in output
 
 
+def _in_terminal(project: DockerProject, *args: str) -> tuple[int, str]:
+    """Run a task with a pseudo-terminal as stdin, stdout and stderr, as a user at a shell would."""
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    master, slave = os.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "semantik_infra", *args],
+        cwd=project.project_dir,
+        env={**project.environ, "PYTHONPATH": str(REPO)},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the terminal's last writer has exited
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return process.wait(timeout=300), b"".join(chunks).decode("utf-8", "replace")
+
+
+def test_backup_and_restore_from_a_terminal(docker_project: DockerProject):
+    # On a terminal `docker exec -t` would refuse the redirected stdin and mangle binary output.
+    p = docker_project
+    _ok(p.run("postgres.up"))
+    _ok(p.run("postgres.shell", "-c", "CREATE TABLE t AS SELECT g, md5(g::text) AS h FROM generate_series(1, 20000) g"))
+    status, output = _in_terminal(p, "postgres.backup")
+    assert status == 0 and "backed up semantik" in output, output
+    _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))
+    status, output = _in_terminal(p, "postgres.restore", "--yes")
+    assert status == 0 and "public.t: 20000 rows" in output, output
+    _ok(p.run("postgres.backups", "--verify"), "checksum ok")
+    assert p.password not in output
+
+
 def test_port_taken_fails_up_clearly(docker_project: DockerProject):
     import socket
 

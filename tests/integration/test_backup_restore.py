@@ -3,6 +3,7 @@ kind of data, and each way a backup or restore can fail leaves the user's data i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ from tests.conftest import (
     REPO,
     RunningCluster,
     destroy_cluster,
+    free_port,
     make_project_dir,
     run_task,
     start_cluster,
@@ -116,8 +118,8 @@ class DbProject:
         return sorted(self.backups.glob("*.dump"))
 
 
-def _db_project(cluster: RunningCluster, **extra: str) -> DbProject:
-    database = f"t_{secrets.token_hex(4)}"
+def _db_project(cluster: RunningCluster, database: str = "", **extra: str) -> DbProject:
+    database = database or f"t_{secrets.token_hex(4)}"
     project_dir = make_project_dir()
     environ = {
         **cluster.environ,
@@ -132,15 +134,19 @@ def _db_project(cluster: RunningCluster, **extra: str) -> DbProject:
     return project
 
 
+def _drop_project(project: DbProject) -> None:
+    for name in project.databases():
+        if name.startswith(project.database[:20]):
+            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
+    shutil.rmtree(project.project_dir, ignore_errors=True)
+
+
 @pytest.fixture
 def db(pg_cluster: RunningCluster) -> Iterator[DbProject]:
     project = _db_project(pg_cluster)
     project.sql(SCHEMA)
     yield project
-    for name in project.databases():
-        if name.startswith(project.database):
-            project.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', database="postgres")
-    shutil.rmtree(project.project_dir, ignore_errors=True)
+    _drop_project(project)
 
 
 def _change_everything(db: DbProject) -> None:
@@ -199,6 +205,94 @@ def test_external_backend_backs_up_and_restores(db: DbProject):
     assert db.checksums() == original
 
 
+def test_restore_swaps_under_a_connected_app(db: DbProject):
+    original = db.checksums()
+    assert db.run("postgres.backup").returncode == 0
+    _change_everything(db)
+    app = db.connect()  # an idle session, as a running app would hold
+    restored = db.run("postgres.restore", "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    with pytest.raises(psycopg2.OperationalError):
+        app.cursor().execute("SELECT 1")  # its session was terminated for the swap
+    assert db.checksums() == original
+    allowed = db.sql(f"SELECT datname, datallowconn FROM pg_database WHERE datname LIKE '{db.database}%'", "postgres")
+    assert all(flag for _, flag in allowed) and len(allowed) == 2  # live and the kept copy both accept sessions
+
+
+def test_long_database_name_round_trip(pg_cluster: RunningCluster):
+    # 60 characters: the scratch and kept-copy names must be shortened to PostgreSQL's 63 bytes.
+    project = _db_project(pg_cluster, database=f"long_{secrets.token_hex(4)}_" + "n" * 46)
+    try:
+        project.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g")
+        assert project.run("postgres.backup").returncode == 0
+        project.sql("DELETE FROM t")
+        restored = project.run("postgres.restore", "--yes")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert project.sql("SELECT count(*) FROM t") == [(100,)]
+        assert len([name for name in project.databases() if "_before_restore_" in name]) == 1
+    finally:
+        _drop_project(project)
+
+
+def test_unreachable_server_is_one_clear_line(db: DbProject):
+    assert db.run("postgres.backup").returncode == 0
+    nowhere = {"SEMANTIK_PG_BACKEND": "external", "POSTGRES_PORT": str(free_port())}
+    backup = db.run("postgres.backup", **nowhere)
+    assert backup.returncode == 1 and "cannot connect" in backup.stderr
+    restore = db.run("postgres.restore", "--yes", **nowhere)
+    assert restore.returncode == 1 and "cannot connect" in restore.stderr
+    assert len(restore.stderr.strip().splitlines()) == 1
+
+
+def test_grant_to_a_missing_role_fails_safely_unless_no_privileges(db: DbProject):
+    role = f"reader_{secrets.token_hex(4)}"
+    db.sql(f'CREATE ROLE "{role}"; GRANT SELECT ON docs TO "{role}"')
+    try:
+        assert db.run("postgres.backup").returncode == 0
+        db.sql(f'REVOKE ALL ON docs FROM "{role}"; DROP ROLE "{role}"')  # as on another machine
+        _change_everything(db)
+        changed, databases = db.checksums(), db.databases()
+        failed = db.run("postgres.restore", "--yes")
+        assert failed.returncode == 1 and "pg_restore failed" in failed.stderr and role in failed.stderr
+        assert db.checksums() == changed and db.databases() == databases  # scratch dropped, live untouched
+        restored = db.run("postgres.restore", "--yes", "--no-privileges")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    finally:
+        db.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
+
+
+def test_user_without_createdb_gets_a_clear_error_and_can_restore_in_place(pg_cluster: RunningCluster):
+    role, password = f"owner_{secrets.token_hex(4)}", "role-pw:/@ x"
+    admin = _db_project(pg_cluster)
+    admin.sql(f"CREATE ROLE \"{role}\" LOGIN NOCREATEDB PASSWORD '{password}'", database="postgres")
+    admin.sql(f'ALTER DATABASE "{admin.database}" OWNER TO "{role}"', database="postgres")
+    project = DbProject(
+        pg_cluster,
+        admin.project_dir,
+        admin.database,
+        {**admin.environ, "SEMANTIK_PG_BACKEND": "external", "POSTGRES_USER": role, "POSTGRES_PASSWORD": password},
+    )
+    try:
+        params = pg_cluster.settings.database.with_database(admin.database).libpq_params()
+        owner = psycopg2.connect(**{**params, "user": role, "password": password})
+        owner.autocommit = True
+        with owner.cursor() as cursor:
+            cursor.execute("CREATE TABLE t AS SELECT g FROM generate_series(1, 50) g")
+        assert project.run("postgres.backup").returncode == 0
+        with owner.cursor() as cursor:
+            cursor.execute("DELETE FROM t")
+        owner.close()
+        refused = project.run("postgres.restore", "--yes")
+        assert refused.returncode == 1 and "needs CREATEDB, or use --in-place" in refused.stderr
+        assert password not in refused.stdout + refused.stderr
+        in_place = project.run("postgres.restore", "--yes", "--in-place")
+        assert in_place.returncode == 0, in_place.stdout + in_place.stderr
+        assert admin.sql("SELECT count(*) FROM t") == [(50,)]
+    finally:
+        _drop_project(admin)
+        admin.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
+
+
 def test_restore_asks_for_confirmation(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     refused = db.run("postgres.restore")
@@ -247,12 +341,20 @@ def test_prune_keeps_the_newest(db: DbProject):
     for _ in range(3):
         assert db.run("postgres.backup").returncode == 0
     archives = db.archives()
+    # What a SIGKILLed backup leaves: a temp file whose writer is gone, untouched for hours.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    leftover = db.backups / f".{archives[0].name}.{gone.pid}.x1y2z3ab.partial"
+    leftover.write_bytes(b"half an archive")
+    os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    listing = db.run("postgres.backups")
+    assert "1 temporary files left by interrupted backups" in listing.stdout
     dry = db.run("postgres.backups", "--prune", "--keep", "1", "--dry-run")
-    assert dry.returncode == 0 and dry.stdout.count("would delete") == 2
-    assert db.archives() == archives
+    assert dry.returncode == 0 and dry.stdout.count("would delete") == 2 and "would remove" in dry.stdout
+    assert db.archives() == archives and leftover.exists()
     pruned = db.run("postgres.backups", "--prune", "--keep", "1")
     assert pruned.returncode == 0 and pruned.stdout.count("deleted") == 2
-    assert db.archives() == archives[-1:]
+    assert db.archives() == archives[-1:] and not leftover.exists()
     assert not list(db.backups.glob("*.json"))[1:]
     refuse = db.run("postgres.backups", "--prune")
     assert refuse.returncode == 2 and "--keep" in refuse.stderr
@@ -334,16 +436,24 @@ def big_cluster() -> Iterator[RunningCluster]:
     destroy_cluster(cluster)
 
 
-def _wait_for_process(name: str, needle: str, timeout: float = 60) -> int:
+def _wait_for_child(parent: subprocess.Popen[str], name: str, needle: str = "", timeout: float = 60) -> int:
+    """The pid of `parent`'s child `name` with `needle` in its argv: ours, never another test run's."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                argv = cmdline.read_bytes().split(b"\0")
+                # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+                text = stat.read_text()
             except OSError:
                 continue
-            if argv and argv[0].endswith(name.encode()) and any(needle.encode() in part for part in argv):
-                return int(cmdline.parent.name)
+            comm = text[text.index("(") + 1 : text.rindex(")")]
+            ppid = int(text[text.rindex(")") + 2 :].split()[1])
+            if ppid == parent.pid and comm == name[:15]:
+                with contextlib.suppress(OSError):
+                    if needle.encode() in (stat.parent / "cmdline").read_bytes():
+                        return int(stat.parent.name)
+        if parent.poll() is not None:
+            raise AssertionError(f"the task exited before starting {name}: {parent.communicate()}")
         time.sleep(0.05)
     raise AssertionError(f"{name} never started")
 
@@ -363,6 +473,7 @@ def big_project(big_cluster: RunningCluster) -> Iterator[tuple[Path, dict[str, s
 
 
 def _start_task(project_dir: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    # Its own process group, like a shell job, so a test can send Ctrl-C to it and its children.
     return subprocess.Popen(
         [sys.executable, "-m", "semantik_infra", *args],
         cwd=project_dir,
@@ -370,6 +481,7 @@ def _start_task(project_dir: Path, env: dict[str, str], *args: str) -> subproces
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        process_group=0,
     )
 
 
@@ -382,7 +494,7 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
         before = earlier.read_bytes()
         # The slowest compression keeps pg_dump busy long enough to kill the server under it.
         task = _start_task(project_dir, {**env, "BACKUP_COMPRESSION": "9"}, "postgres.backup")
-        _wait_for_process("pg_dump", "--compress")
+        _wait_for_child(task, "pg_dump")
         time.sleep(1.0)
         from semantik_infra.backends.native import NativeBackend
 
@@ -406,27 +518,65 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
         NativeBackend(big_cluster.settings).start()
 
 
+def _mark_live(cluster: RunningCluster) -> None:
+    # A table only the live database has: after a failed restore it must still be there.
+    connection = psycopg2.connect(**cluster.settings.database.libpq_params())
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE marker AS SELECT 'before' AS v")
+    connection.close()
+
+
+def _assert_live_unchanged(cluster: RunningCluster) -> None:
+    connection = psycopg2.connect(**cluster.settings.database.libpq_params())
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT v FROM marker")
+            assert cursor.fetchall() == [("before",)]  # the live database is exactly as it was
+            cursor.execute("SELECT count(*) FROM big")
+            assert cursor.fetchone()[0] == 1200000
+            cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
+            assert cursor.fetchall() == []  # the scratch database was dropped
+            cursor.execute("DROP TABLE marker")
+    finally:
+        connection.close()
+
+
 @pytest.mark.slow
 def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: RunningCluster, big_project):
     project_dir, env = big_project
-    params = big_cluster.settings.database.libpq_params()
     assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
-    connection = psycopg2.connect(**params)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM big WHERE id > 1000")
-        cursor.execute("SELECT count(*) FROM big")
-        assert cursor.fetchone()[0] == 1000
-    connection.close()
+    _mark_live(big_cluster)
     task = _start_task(project_dir, env, "postgres.restore", "--yes")
     # Kill as soon as it runs: every moment of a single-transaction restore must be safe to interrupt.
-    os.kill(_wait_for_process("pg_restore", "--single-transaction"), signal.SIGKILL)
+    os.kill(_wait_for_child(task, "pg_restore", "--single-transaction"), signal.SIGKILL)
     _, stderr = task.communicate(timeout=120)
     assert task.returncode == 1 and "pg_restore failed" in stderr, stderr
-    connection = psycopg2.connect(**params)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM big")
-        assert cursor.fetchone()[0] == 1000  # the live database is exactly as it was
-        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_restore\\_%'")
-        assert cursor.fetchall() == []  # the scratch database was dropped
-    connection.close()
+    _assert_live_unchanged(big_cluster)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_backup_leaves_nothing(big_cluster: RunningCluster, big_project):
+    project_dir, env = big_project
+    task = _start_task(project_dir, {**env, "BACKUP_COMPRESSION": "9"}, "postgres.backup")
+    _wait_for_child(task, "pg_dump")
+    time.sleep(1.0)
+    os.killpg(task.pid, signal.SIGINT)  # what the terminal sends the foreground job on Ctrl-C
+    _, stderr = task.communicate(timeout=60)
+    assert task.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert list((project_dir / "backups").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_restore_leaves_live_database_unchanged(big_cluster: RunningCluster, big_project):
+    project_dir, env = big_project
+    assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
+    _mark_live(big_cluster)
+    task = _start_task(project_dir, env, "postgres.restore", "--yes")
+    _wait_for_child(task, "pg_restore", "--single-transaction")
+    time.sleep(0.5)
+    os.killpg(task.pid, signal.SIGINT)  # what the terminal sends the foreground job on Ctrl-C
+    _, stderr = task.communicate(timeout=120)
+    assert task.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    _assert_live_unchanged(big_cluster)

@@ -85,24 +85,42 @@ def test_toc_parsing():
     assert toc_tables(LISTING) == ["public.docs", 'public."odd']
 
 
-def entry(days_old: float) -> BackupEntry:
+def entry(days_old: float, database: str = "db", with_manifest: bool = True) -> BackupEntry:
     created = NOW - timedelta(days=days_old)
-    return BackupEntry(Path(archive_name("db", created)), "db", created, None)
+    return BackupEntry(Path(archive_name(database, created)), database, created, manifest() if with_manifest else None)
+
+
+def created(chosen: list[BackupEntry]) -> list[datetime]:
+    return sorted(e.created for e in chosen)
 
 
 def test_prune_by_count_and_age_never_the_newest():
     entries = [entry(d) for d in (10, 5, 3, 1, 0.5)]
-    names = lambda chosen: sorted(e.created for e in chosen)  # noqa: E731
-    assert names(select_for_pruning(entries, keep=2, keep_days=None, now=NOW)) == names(entries[:3])
-    assert names(select_for_pruning(entries, keep=None, keep_days=4, now=NOW)) == names(entries[:2])
+    assert created(select_for_pruning(entries, keep=2, keep_days=None, now=NOW)) == created(entries[:3])
+    assert created(select_for_pruning(entries, keep=None, keep_days=4, now=NOW)) == created(entries[:2])
     # Both given: kept if either rule keeps it.
-    assert names(select_for_pruning(entries, keep=1, keep_days=4, now=NOW)) == names(entries[:2])
+    assert created(select_for_pruning(entries, keep=1, keep_days=4, now=NOW)) == created(entries[:2])
     old = [entry(100), entry(50)]
     assert select_for_pruning(old, keep=None, keep_days=1, now=NOW) == [old[0]]  # the newest survives anyway
     with pytest.raises(ConfigError, match="--keep"):
         select_for_pruning(entries, keep=None, keep_days=None, now=NOW)
     with pytest.raises(ConfigError, match="at least 1"):
         select_for_pruning(entries, keep=0, keep_days=None, now=NOW)
+    with pytest.raises(ConfigError, match="negative"):
+        select_for_pruning(entries, keep=None, keep_days=-1, now=NOW)
+
+
+def test_prune_counts_each_database_separately():
+    ours = [entry(3), entry(1)]
+    other = [entry(9, "other"), entry(8, "other"), entry(7, "other")]
+    chosen = select_for_pruning(ours + other, keep=1, keep_days=None, now=NOW)
+    assert created(chosen) == created([ours[0], *other[:2]])  # each database keeps its newest
+
+
+def test_prune_keeps_the_newest_backup_that_has_a_manifest():
+    good, damaged = entry(5), entry(1, with_manifest=False)
+    older = entry(9)
+    assert select_for_pruning([older, good, damaged], keep=1, keep_days=None, now=NOW) == [older]
 
 
 def test_pg_dump_argv_and_versions():
@@ -111,3 +129,57 @@ def test_pg_dump_argv_and_versions():
     with pytest.raises(BackupError, match=r"pg_dump 14\.2 is older than the server \(PostgreSQL 15\.4\)"):
         check_pg_dump_version("pg_dump (PostgreSQL) 14.2 (Debian 14.2-1)", "15.4", 15)
     check_pg_dump_version("pg_dump (PostgreSQL) 16.1 (Debian 16.1-1)", "15.4", 15)
+
+
+def test_publishing_never_replaces_an_archive(tmp_path: Path):
+    from semantik_infra.backup import publish_archive
+
+    final = tmp_path / archive_name("db", NOW)
+    temp = tmp_path / ".partial"
+    temp.write_bytes(b"new")
+    publish_archive(temp, final)
+    assert final.read_bytes() == b"new" and not temp.exists()
+    temp.write_bytes(b"newer")
+    with pytest.raises(BackupError, match="refusing to overwrite"):
+        publish_archive(temp, final)
+    assert final.read_bytes() == b"new"
+
+    final_dir = tmp_path / archive_name("db", NOW, "directory")
+    temp_dir = tmp_path / ".partial-dir"
+    temp_dir.mkdir()
+    (temp_dir / "toc.dat").write_bytes(b"toc")
+    publish_archive(temp_dir, final_dir)
+    assert (final_dir / "toc.dat").read_bytes() == b"toc" and not temp_dir.exists()
+    temp_dir.mkdir()
+    with pytest.raises(BackupError, match="refusing to overwrite"):
+        publish_archive(temp_dir, final_dir)
+    assert (final_dir / "toc.dat").read_bytes() == b"toc"
+
+
+def test_partial_names_carry_the_writer_pid():
+    from semantik_infra.backup import partial_writer_pid
+
+    final = archive_name("my-db", NOW)
+    assert partial_writer_pid(f".{final}.4242.k3j_x9az.partial") == 4242
+    assert partial_writer_pid(f".{archive_name('db', NOW, 'directory')}.77.partial") == 77
+    assert partial_writer_pid(final) is None
+    assert partial_writer_pid(".env.partial") is None
+
+
+def test_only_old_partials_of_dead_writers_are_stale(tmp_path: Path):
+    import os
+    import subprocess
+
+    from semantik_infra.backup import STALE_PARTIAL_SECONDS, stale_partials
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    final = archive_name("db", NOW)
+    dead = tmp_path / f".{final}.{gone.pid}.abcd1234.partial"
+    alive = tmp_path / f".{final}.{os.getpid()}.abcd1234.partial"
+    for path in (dead, alive):
+        path.write_bytes(b"x")
+    (tmp_path / final).write_bytes(b"archive")
+    now = dead.stat().st_mtime
+    assert stale_partials(tmp_path, now=now) == []  # a writer may just have died: wait an hour
+    assert stale_partials(tmp_path, now=now + STALE_PARTIAL_SECONDS) == [dead]
