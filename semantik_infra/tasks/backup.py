@@ -14,18 +14,27 @@ from semantik_infra.tasks._common import confirm, infra_task, load
         "format": "custom (default, one file) or directory (parallel with --jobs; native/external only)",
         "jobs": "Parallel pg_dump jobs (directory format)",
         "encrypt": "Encrypt the archive with BACKUP_ENCRYPTION_KEY (default: BACKUP_ENCRYPT)",
+        "no_encrypt": "Write a plain archive even when BACKUP_ENCRYPT=true",
         "include_globals": "Also save roles with pg_dumpall --globals-only (docker/native)",
     }
 )
 @infra_task
 def backup(
-    c: Context, format: str = "custom", jobs: int = 1, encrypt: bool = False, include_globals: bool = False
+    c: Context,
+    format: str = "custom",
+    jobs: int = 1,
+    encrypt: bool = False,
+    no_encrypt: bool = False,
+    include_globals: bool = False,
 ) -> None:
     """Back up the database into BACKUP_DIR: atomic, verified, with a manifest."""
     from semantik_infra.backends import select_backend
     from semantik_infra.backup import create_backup
     from semantik_infra.console import Progress, format_bytes, format_duration, step
+    from semantik_infra.errors import ConfigError
 
+    if encrypt and no_encrypt:
+        raise ConfigError("--encrypt and --no-encrypt contradict each other: pass one")
     settings = load()
     backend = select_backend(settings)
     progress = Progress("backing up")
@@ -35,7 +44,7 @@ def backup(
             backend,
             fmt=format,
             jobs=jobs,
-            encrypt=encrypt or settings.backup.encrypt,
+            encrypt=encrypt or (settings.backup.encrypt and not no_encrypt),
             include_globals=include_globals,
             progress=progress.update,
         )

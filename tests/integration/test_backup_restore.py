@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from semantik_infra.backup import manifest_path
 from semantik_infra.secrets import generate_encryption_key
 from tests.conftest import (
     HOSTILE_PASSWORD,
@@ -324,6 +325,15 @@ def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
     result = db.run("postgres.restore", "--yes", BACKUP_ENCRYPTION_KEY=generate_encryption_key())
     assert result.returncode == 1
     assert "encrypted with another key" in result.stderr and "BACKUP_ENCRYPTION_KEY" in result.stderr
+
+
+def test_backup_encrypt_setting_and_no_encrypt_override(db: DbProject):
+    assert db.run("postgres.backup", BACKUP_ENCRYPT="true").returncode == 0
+    assert db.run("postgres.backup", "--no-encrypt", BACKUP_ENCRYPT="true").returncode == 0
+    manifests = [json.loads(manifest_path(p).read_text()) for p in db.archives()]
+    assert sorted(m["encrypted"] for m in manifests) == [False, True]
+    both = db.run("postgres.backup", "--encrypt", "--no-encrypt")
+    assert both.returncode == 2 and "contradict" in both.stderr
 
 
 def test_two_backups_at_once_give_two_valid_archives(db: DbProject):
