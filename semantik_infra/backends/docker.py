@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
@@ -27,12 +27,14 @@ HEALTH_POLL_SECONDS = 0.25
 LOG_LINES_ON_FAILURE = 20
 
 
-def detect_compose() -> tuple[str, ...]:
-    """The compose command: `docker compose` (v2) if the plugin answers, else `docker-compose` (v1)."""
+def detect_compose(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The compose command: `docker compose` (v2) if the plugin answers, else `docker-compose` (v1).
+
+    `env` adds to the inherited environment (DOCKER_CONFIG decides where plugins are found)."""
     import shutil
 
     if shutil.which("docker"):
-        result = proc.run(Command(("docker", "compose", "version")), check=False, timeout=30)
+        result = proc.run(Command(("docker", "compose", "version"), env=env or {}), check=False, timeout=30)
         if result.returncode == 0:
             return ("docker", "compose")
     if shutil.which("docker-compose"):

@@ -15,10 +15,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 APP_FILE = COMPOSE_FILE.parents[1] / "tests" / "docker" / "fixtures" / "docker-compose.app.yml"
 
 
-def _compose() -> list[str]:
+def _compose(environ: dict[str, str]) -> list[str]:
     from semantik_infra.backends.docker import detect_compose
 
-    return list(detect_compose())
+    return list(detect_compose(environ))
 
 
 def _ok(result, *fragments: str) -> str:
@@ -29,26 +29,36 @@ def _ok(result, *fragments: str) -> str:
     return output
 
 
-def _config(*files, env=None) -> dict:
-    argv = [*_compose(), "-p", "configcheck"]
+def _config(*files, environ: dict[str, str] | None = None) -> dict:
+    environ = environ or {}
+    argv = [*_compose(environ), "-p", "configcheck"]
     for path in files:
         argv += ["-f", str(path)]
     result = subprocess.run(
         [*argv, "config"],
         capture_output=True,
         text=True,
-        env=env or {"PATH": "/usr/bin:/bin", "POSTGRES_PASSWORD": "x"},
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "POSTGRES_PASSWORD": "x", **environ},
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
 
-def test_compose_file_is_valid_alone_and_layered():
+def test_each_compose_flavour_is_detected(compose_v2_environ: dict[str, str]):
+    import os
+
+    if os.environ.get("CI") == "true":
+        # CI's machine has Debian's v1 only, so both code paths really run.
+        assert _compose({}) == ["docker-compose"]
+    assert _compose(compose_v2_environ) == ["docker", "compose"]
+
+
+def test_compose_file_is_valid_alone_and_layered(compose_environ: dict[str, str]):
     if not shutil.which("docker-compose") and not shutil.which("docker"):
         pytest.skip("no compose installed")
-    alone = _config(COMPOSE_FILE)
+    alone = _config(COMPOSE_FILE, environ=compose_environ)
     assert "postgres" in alone["services"]
-    layered = _config(APP_FILE, COMPOSE_FILE)
+    layered = _config(APP_FILE, COMPOSE_FILE, environ=compose_environ)
     assert {"postgres"} <= set(layered["services"]) and len(layered["services"]) >= 2
 
 
@@ -68,8 +78,8 @@ def test_compose_file_hardening_and_loopback_port():
     assert host_ip == "127.0.0.1"
 
 
-def test_lifecycle_data_survives_and_volume_delete(docker_project: DockerProject):
-    p = docker_project
+def test_lifecycle_data_survives_and_volume_delete(docker_project_each_compose: DockerProject):
+    p = docker_project_each_compose
     up = _ok(p.run("postgres.up"), "is healthy", "accepts connections")
     _ok(p.run("postgres.up"), "already running")
     status = _ok(p.run("postgres.status"), "health:", "healthy", f"127.0.0.1:{p.port}")
@@ -100,8 +110,8 @@ def test_host_connection_with_special_character_password(docker_project: DockerP
     connection.close()
 
 
-def test_unhealthy_container_fails_up_with_its_logs(docker_project: DockerProject, tmp_path):
-    p = docker_project
+def test_unhealthy_container_fails_up_with_its_logs(docker_project_each_compose: DockerProject, tmp_path):
+    p = docker_project_each_compose
     broken = tmp_path / "broken-health.yml"
     broken.write_text(
         "services:\n  postgres:\n    healthcheck:\n"
@@ -114,8 +124,8 @@ def test_unhealthy_container_fails_up_with_its_logs(docker_project: DockerProjec
     assert "Traceback" not in result.stderr
 
 
-def test_missing_image_fails_clearly(docker_project: DockerProject):
-    result = docker_project.run("postgres.up", POSTGRES_IMAGE="semantik-infra/does-not-exist:0")
+def test_missing_image_fails_clearly(docker_project_each_compose: DockerProject):
+    result = docker_project_each_compose.run("postgres.up", POSTGRES_IMAGE="semantik-infra/does-not-exist:0")
     assert result.returncode == 1
     assert "POSTGRES_IMAGE" in result.stderr and "Traceback" not in result.stderr
 
@@ -189,15 +199,16 @@ def test_backup_and_restore_from_a_terminal(docker_project: DockerProject):
     assert p.password not in output
 
 
-def test_port_taken_fails_up_clearly(docker_project: DockerProject):
+def test_port_taken_fails_up_clearly(docker_project_each_compose: DockerProject):
     import socket
 
+    p = docker_project_each_compose
     with socket.socket() as holder:
-        holder.bind(("127.0.0.1", docker_project.port))
+        holder.bind(("127.0.0.1", p.port))
         holder.listen()
-        result = docker_project.run("postgres.up")
+        result = p.run("postgres.up")
     assert result.returncode == 1
-    assert f"port {docker_project.port}" in result.stderr and "POSTGRES_PORT" in result.stderr
+    assert f"port {p.port}" in result.stderr and "POSTGRES_PORT" in result.stderr
     assert "Traceback" not in result.stderr
 
 
