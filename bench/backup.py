@@ -117,7 +117,9 @@ def main() -> None:
                 )
                 subprocess.run([str(bindir / "dropdb"), target], env=pg_env, check=True)
                 # Like dropdb above, dropping the replaced database is outside the timing.
-                restores["restore"].append(timed([*inv, "postgres.restore", "--yes"], env, cluster.project_dir)[0])
+                restores["restore"].append(
+                    timed([*inv, "postgres.restore", "latest", "--yes"], env, cluster.project_dir)[0]
+                )
                 drop_kept_copies(pg_env, bindir)
             ratio = statistics.median(restores["restore"]) / statistics.median(restores["pg_restore"])
             print(f"  inv postgres.restore          / pg_restore  = {ratio:.3f} (target <= 1.10, swap included)")

@@ -133,7 +133,7 @@ def backups(
 
 @task(
     help={
-        "archive": "Archive to restore: a path, or 'latest' (default: the newest backup of the configured database)",
+        "archive": "Archive to restore: a path, or 'latest' for the newest backup of the configured database",
         "yes": "Do not ask for confirmation",
         "jobs": "Parallel pg_restore jobs (plain archives on native/external)",
         "in_place": "Clean and restore into the live database instead of swapping in a scratch copy",
@@ -144,7 +144,7 @@ def backups(
 @infra_task
 def restore(
     c: Context,
-    archive: str = "latest",
+    archive: str,
     yes: bool = False,
     jobs: int = 1,
     in_place: bool = False,

@@ -147,7 +147,7 @@ def test_backup_restore_and_connection_test_on_docker(docker_project: DockerProj
     manifest = json.loads(archive.with_name(archive.name + ".json").read_text())
     assert manifest["backend"] == "docker" and manifest["tables"]["public.t"] == 500
     _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))
-    restore = _ok(p.run("postgres.restore", "--yes"), "public.t: 500 rows")
+    restore = _ok(p.run("postgres.restore", "latest", "--yes"), "public.t: 500 rows")
     _ok(p.run("postgres.shell", "-c", "SELECT count(*) FROM t"), "500")
     connection = _ok(p.run("test.connection"), "all checks passed", "backend docker")
     for output in (backup, restore, connection):
@@ -193,7 +193,7 @@ def test_backup_and_restore_from_a_terminal(docker_project: DockerProject):
     status, output = _in_terminal(p, "postgres.backup")
     assert status == 0 and "backed up semantik" in output, output
     _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))
-    status, output = _in_terminal(p, "postgres.restore", "--yes")
+    status, output = _in_terminal(p, "postgres.restore", "latest", "--yes")
     assert status == 0 and "public.t: 20000 rows" in output, output
     _ok(p.run("postgres.backups", "--verify"), "checksum ok")
     assert p.password not in output

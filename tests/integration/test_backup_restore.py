@@ -171,7 +171,7 @@ def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
     assert db.environ["BACKUP_ENCRYPTION_KEY"] not in json.dumps(manifest)
     _change_everything(db)
     assert db.checksums() != original
-    restore = db.run("postgres.restore", "--archive", "latest", "--yes")
+    restore = db.run("postgres.restore", "latest", "--yes")
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert db.checksums() == original
     assert "public.docs: 2001 rows" in restore.stdout
@@ -184,11 +184,11 @@ def test_restore_drop_old_and_in_place(db: DbProject):
     original = db.checksums()
     assert db.run("postgres.backup").returncode == 0
     _change_everything(db)
-    assert db.run("postgres.restore", "--yes", "--drop-old").returncode == 0
+    assert db.run("postgres.restore", "latest", "--yes", "--drop-old").returncode == 0
     assert db.checksums() == original
     assert not [name for name in db.databases() if "_before_restore_" in name]
     _change_everything(db)
-    in_place = db.run("postgres.restore", "--yes", "--in-place")
+    in_place = db.run("postgres.restore", "latest", "--yes", "--in-place")
     assert in_place.returncode == 0, in_place.stdout + in_place.stderr
     assert db.checksums() == original
 
@@ -201,7 +201,7 @@ def test_external_backend_backs_up_and_restores(db: DbProject):
     globals_refused = db.run("postgres.backup", "--include-globals", **external)
     assert globals_refused.returncode == 2 and "docker or native" in globals_refused.stderr
     _change_everything(db)
-    restored = db.run("postgres.restore", "--yes", **external)
+    restored = db.run("postgres.restore", "latest", "--yes", **external)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert db.checksums() == original
 
@@ -211,7 +211,7 @@ def test_restore_swaps_under_a_connected_app(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     _change_everything(db)
     app = db.connect()  # an idle session, as a running app would hold
-    restored = db.run("postgres.restore", "--yes")
+    restored = db.run("postgres.restore", "latest", "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     with pytest.raises(psycopg2.OperationalError):
         app.cursor().execute("SELECT 1")  # its session was terminated for the swap
@@ -227,7 +227,7 @@ def test_long_database_name_round_trip(pg_cluster: RunningCluster):
         project.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g")
         assert project.run("postgres.backup").returncode == 0
         project.sql("DELETE FROM t")
-        restored = project.run("postgres.restore", "--yes")
+        restored = project.run("postgres.restore", "latest", "--yes")
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert project.sql("SELECT count(*) FROM t") == [(100,)]
         assert len([name for name in project.databases() if "_before_restore_" in name]) == 1
@@ -240,7 +240,7 @@ def test_unreachable_server_is_one_clear_line(db: DbProject):
     nowhere = {"SEMANTIK_PG_BACKEND": "external", "POSTGRES_PORT": str(free_port())}
     backup = db.run("postgres.backup", **nowhere)
     assert backup.returncode == 1 and "cannot connect" in backup.stderr
-    restore = db.run("postgres.restore", "--yes", **nowhere)
+    restore = db.run("postgres.restore", "latest", "--yes", **nowhere)
     assert restore.returncode == 1 and "cannot connect" in restore.stderr
     assert len(restore.stderr.strip().splitlines()) == 1
 
@@ -253,10 +253,10 @@ def test_grant_to_a_missing_role_fails_safely_unless_no_privileges(db: DbProject
         db.sql(f'REVOKE ALL ON docs FROM "{role}"; DROP ROLE "{role}"')  # as on another machine
         _change_everything(db)
         changed, databases = db.checksums(), db.databases()
-        failed = db.run("postgres.restore", "--yes")
+        failed = db.run("postgres.restore", "latest", "--yes")
         assert failed.returncode == 1 and "pg_restore failed" in failed.stderr and role in failed.stderr
         assert db.checksums() == changed and db.databases() == databases  # scratch dropped, live untouched
-        restored = db.run("postgres.restore", "--yes", "--no-privileges")
+        restored = db.run("postgres.restore", "latest", "--yes", "--no-privileges")
         assert restored.returncode == 0, restored.stdout + restored.stderr
     finally:
         db.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
@@ -283,10 +283,10 @@ def test_user_without_createdb_gets_a_clear_error_and_can_restore_in_place(pg_cl
         with owner.cursor() as cursor:
             cursor.execute("DELETE FROM t")
         owner.close()
-        refused = project.run("postgres.restore", "--yes")
+        refused = project.run("postgres.restore", "latest", "--yes")
         assert refused.returncode == 1 and "needs CREATEDB, or use --in-place" in refused.stderr
         assert password not in refused.stdout + refused.stderr
-        in_place = project.run("postgres.restore", "--yes", "--in-place")
+        in_place = project.run("postgres.restore", "latest", "--yes", "--in-place")
         assert in_place.returncode == 0, in_place.stdout + in_place.stderr
         assert admin.sql("SELECT count(*) FROM t") == [(50,)]
     finally:
@@ -294,10 +294,14 @@ def test_user_without_createdb_gets_a_clear_error_and_can_restore_in_place(pg_cl
         admin.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
 
 
-def test_restore_asks_for_confirmation(db: DbProject):
+def test_restore_asks_for_confirmation_and_names_its_archive(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
-    refused = db.run("postgres.restore")
+    refused = db.run("postgres.restore", "latest")
     assert refused.returncode == 2 and "--yes" in refused.stderr
+    unnamed = db.run("postgres.restore", "--yes")
+    assert unnamed.returncode != 0 and "'archive'" in unnamed.stderr
+    missing = db.run("postgres.restore", str(db.backups / "nope.dump"), "--yes")
+    assert missing.returncode != 0 and "nope.dump" in missing.stderr
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -312,7 +316,7 @@ def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject
     archive.write_bytes(bytes(data))
     _change_everything(db)
     changed, databases = db.checksums(), db.databases()
-    result = db.run("postgres.restore", "--yes")
+    result = db.run("postgres.restore", "latest", "--yes")
     assert result.returncode == 1
     assert ("checksum mismatch" if damage == "flip" else "differs from the manifest") in result.stderr
     assert db.checksums() == changed and db.databases() == databases
@@ -322,7 +326,7 @@ def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject
 
 def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
     assert db.run("postgres.backup", "--encrypt").returncode == 0
-    result = db.run("postgres.restore", "--yes", BACKUP_ENCRYPTION_KEY=generate_encryption_key())
+    result = db.run("postgres.restore", "latest", "--yes", BACKUP_ENCRYPTION_KEY=generate_encryption_key())
     assert result.returncode == 1
     assert "encrypted with another key" in result.stderr and "BACKUP_ENCRYPTION_KEY" in result.stderr
 
@@ -385,7 +389,7 @@ def test_directory_format_with_jobs(db: DbProject):
     [archive] = db.backups.glob("*.dumpdir")
     assert archive.is_dir()
     _change_everything(db)
-    restored = db.run("postgres.restore", "--archive", str(archive), "--yes", "--jobs", "2")
+    restored = db.run("postgres.restore", str(archive), "--yes", "--jobs", "2")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert db.checksums() == original
 
@@ -558,7 +562,7 @@ def test_interrupted_restore_leaves_live_database_unchanged(big_cluster: Running
     project_dir, env = big_project
     assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
     _mark_live(big_cluster)
-    task = _start_task(project_dir, env, "postgres.restore", "--yes")
+    task = _start_task(project_dir, env, "postgres.restore", "latest", "--yes")
     # Kill as soon as it runs: every moment of a single-transaction restore must be safe to interrupt.
     os.kill(_wait_for_child(task, "pg_restore", "--single-transaction"), signal.SIGKILL)
     _, stderr = task.communicate(timeout=120)
@@ -583,7 +587,7 @@ def test_ctrl_c_during_restore_leaves_live_database_unchanged(big_cluster: Runni
     project_dir, env = big_project
     assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
     _mark_live(big_cluster)
-    task = _start_task(project_dir, env, "postgres.restore", "--yes")
+    task = _start_task(project_dir, env, "postgres.restore", "latest", "--yes")
     _wait_for_child(task, "pg_restore", "--single-transaction")
     time.sleep(0.5)
     os.killpg(task.pid, signal.SIGINT)  # what the terminal sends the foreground job on Ctrl-C
