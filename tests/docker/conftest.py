@@ -44,6 +44,12 @@ def _engine_problem(image: str) -> str | None:
     return None
 
 
+def _skip_or_fail(problem: str, *, ci_must_run: bool = True) -> None:
+    if ci_must_run and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the docker tests: {problem}")
+    pytest.skip(problem)
+
+
 @pytest.fixture(scope="session")
 def test_image() -> str:
     """The stand-in image's tag; skips (or fails under CI) when the engine or image is missing."""
@@ -52,12 +58,6 @@ def test_image() -> str:
     if problem:
         _skip_or_fail(problem)
     return image
-
-
-def _skip_or_fail(problem: str, *, ci_must_run: bool = True) -> None:
-    if ci_must_run and os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run the docker tests: {problem}")
-    pytest.skip(problem)
 
 
 @pytest.fixture(scope="session")

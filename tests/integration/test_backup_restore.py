@@ -165,7 +165,7 @@ def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
     assert backup.returncode == 0, backup.stderr
     [archive] = db.archives()
     assert archive.stat().st_mode & 0o777 == 0o600
-    manifest = json.loads((archive.parent / (archive.name + ".json")).read_text())
+    manifest = json.loads(manifest_path(archive).read_text())
     assert manifest["encrypted"] is encrypt and manifest["database"] == db.database
     assert manifest["toc_entries"] > 5 and manifest["tables"]["public.docs"] == 2001
     assert db.environ["BACKUP_ENCRYPTION_KEY"] not in json.dumps(manifest)
