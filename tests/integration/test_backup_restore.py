@@ -127,6 +127,8 @@ def _db_project(cluster: RunningCluster, database: str = "", **extra: str) -> Db
         "SEMANTIK_PROJECT_DIR": str(project_dir),
         "POSTGRES_DB": database,
         "POSTGRES_DATA_DIR": str(cluster.settings.data_dir),
+        # The external-backend tests use the machine's client tools: these match the server's version.
+        "PG_BIN": str(cluster.bindir),
         "BACKUP_ENCRYPTION_KEY": generate_encryption_key(),
         **extra,
     }
@@ -178,6 +180,34 @@ def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
     kept = [name for name in db.databases() if name.startswith(f"{db.database}_before_restore_")]
     assert len(kept) == 1  # the replaced database is kept until --drop-old
     assert not [name for name in db.databases() if "_restore_" in name and "before" not in name]
+
+
+VECTORS = """
+CREATE EXTENSION vector;
+CREATE TABLE items (id bigserial PRIMARY KEY, embedding vector(3) NOT NULL, half halfvec(3), label text);
+INSERT INTO items (embedding, half, label)
+SELECT ARRAY[g, g * 0.5, -g]::vector, ARRAY[g % 7, 1, 2]::halfvec, 'item ' || g FROM generate_series(1, 500) g;
+CREATE INDEX items_embedding_idx ON items USING hnsw (embedding vector_l2_ops);
+"""
+
+
+def test_pgvector_columns_and_index_round_trip(db: DbProject):
+    if not db.sql("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"):
+        assert db.cluster.backend != "embedded", "the embedded backend ships pgvector"
+        pytest.skip(f"PostgreSQL on the {db.cluster.backend} backend has no pgvector here")
+    db.sql(VECTORS)
+    vectors = "SELECT md5(string_agg(embedding::text || half::text || label, '|' ORDER BY id)) FROM items"
+    nearest = "SET enable_seqscan = off; SELECT id FROM items ORDER BY embedding <-> '[3.1, 1.55, -3.1]' LIMIT 3"
+    original = db.sql(vectors), db.sql(nearest)
+    assert original[1] == [(3,), (4,), (2,)]
+    assert db.run("postgres.backup").returncode == 0
+    db.sql("UPDATE items SET embedding = '[0, 0, 0]'; DROP INDEX items_embedding_idx")
+    restored = db.run("postgres.restore", "latest", "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert (db.sql(vectors), db.sql(nearest)) == original
+    assert db.sql("SELECT indexdef LIKE '%USING hnsw%' FROM pg_indexes WHERE indexname = 'items_embedding_idx'") == [
+        (True,)
+    ]
 
 
 def test_restore_drop_old_and_in_place(db: DbProject):
@@ -398,13 +428,14 @@ def test_old_pg_dump_is_refused(db: DbProject, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     for tool in ("psql", "pg_restore"):
-        (fake_bin / tool).symlink_to(f"/usr/lib/postgresql/15/bin/{tool}")
+        (fake_bin / tool).symlink_to(db.cluster.bindir / tool)
     fake = fake_bin / "pg_dump"
     fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
     fake.chmod(0o755)
     result = db.run("postgres.backup", PG_BIN=str(fake_bin), SEMANTIK_PG_BACKEND="external")
     assert result.returncode == 1
-    assert "pg_dump 9.6 is older than the server (PostgreSQL 15" in result.stderr and "PG_BIN" in result.stderr
+    assert f"pg_dump 9.6 is older than the server (PostgreSQL {db.cluster.major}" in result.stderr
+    assert "PG_BIN" in result.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
@@ -514,7 +545,7 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
 
         backend = NativeBackend(big_cluster.settings)
         subprocess.run(
-            ["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-D", str(backend.data_dir), "-m", "immediate"],
+            [str(backend.binaries.tool("pg_ctl")), "stop", "-D", str(backend.data_dir), "-m", "immediate"],
             user=backend.run_as,
             cwd="/",
             check=True,
