@@ -53,8 +53,8 @@ def free_port() -> int:
 def run_task(
     *args: str, environ: Mapping[str, str], cwd: Path, timeout: float = 180, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `semantik-infra ARGS` as a user would, capturing output."""
-    env = {**environ, "PYTHONPATH": str(REPO)}
+    """Run `semantik-infra ARGS` as a user would, capturing output (PYTHONPATH in `environ` comes first)."""
+    env = {**environ, "PYTHONPATH": os.pathsep.join(filter(None, (environ.get("PYTHONPATH"), str(REPO))))}
     return subprocess.run(
         [sys.executable, "-m", "semantik_infra", *args],
         cwd=cwd,
@@ -120,6 +120,11 @@ def destroy_cluster(cluster: RunningCluster) -> None:
 
     select_backend(cluster.settings).destroy_data()
     shutil.rmtree(cluster.project_dir, ignore_errors=True)
+
+
+# For tests of code that does not depend on the server's binaries (archive checks, pools, retries):
+# they use `pg_cluster` for a server, and one backend is enough to keep the suite fast.
+native_cluster_only = pytest.mark.parametrize("pg_cluster", ["native"], indirect=True)
 
 
 @pytest.fixture(scope="session", params=LOCAL_BACKENDS)

@@ -142,6 +142,14 @@ def embedded_available(settings: Settings) -> bool:
     return True
 
 
+def wheel_majors() -> set[int]:
+    """The majors the installed wheel ships; empty when it is not installed."""
+    try:
+        return {install.major for install in wheel_installs()}
+    except BackendError:
+        return set()
+
+
 def newest_client_bindir() -> Path | None:
     """The newest major's bin directory in the wheel, for client tools (pg_dump reads older servers), or None."""
     try:
@@ -231,8 +239,8 @@ def _make_copy(install: WheelInstall, cache: Path, target: Path) -> None:
     try:
         destination = temp / _PACKAGE / install.root.name
         for part in _COPIED:
-            shutil.copytree(install.root / part, destination / part, symlinks=True, copy_function=_copy_synced)
-        shutil.copytree(install.libs, temp / _LIBS, symlinks=True, copy_function=_copy_synced)
+            _copy_tree(install.root / part, destination / part)
+        _copy_tree(install.libs, temp / _LIBS)
         marker = {"version": install.version, "package_version": install.package_version, "source": str(install.root)}
         write_text_atomic(temp / _MARKER, json.dumps(marker) + "\n", mode=0o644)
         _open_up(temp)
@@ -251,14 +259,23 @@ def _make_copy(install: WheelInstall, cache: Path, target: Path) -> None:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _copy_synced(source: str, destination: str) -> None:
-    # fsync each file: after a crash the copy is either absent or whole, never a renamed half.
-    shutil.copy2(source, destination)
-    descriptor = os.open(destination, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+def _copy_tree(source: Path, destination: Path) -> None:
+    # Unlike shutil.copytree this stops at the first error (a full disk fails once, with its reason),
+    # and it fsyncs each file: after a crash the copy is either absent or whole, never a renamed half.
+    for directory, _, files in os.walk(source):
+        into = destination / Path(directory).relative_to(source)
+        into.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            path = os.path.join(directory, name)
+            if os.path.islink(path):
+                os.symlink(os.readlink(path), into / name)
+                continue
+            shutil.copy2(path, into / name)
+            descriptor = os.open(into / name, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
 
 
 def _open_up(tree: Path) -> None:
@@ -334,6 +351,6 @@ class EmbeddedBackend(NativeBackend):
 
     def other_major_hint(self, major: str) -> str:
         """EMBEDDED_PG_MAJOR when the wheel ships that major, else the native backend with its binaries."""
-        if any(str(install.major) == major for install in wheel_installs()):
+        if major in {str(shipped) for shipped in wheel_majors()}:
             return f"set EMBEDDED_PG_MAJOR={major}"
         return f"use SEMANTIK_PG_BACKEND=native with PostgreSQL {major}'s binaries (PG_BIN)"

@@ -203,8 +203,14 @@ class NativeBackend(Backend):
         return find_server_binaries(settings.pg_bin)
 
     def other_major_hint(self, major: str) -> str:
-        """How to run PostgreSQL `major` with this backend, for the data-directory mismatch message."""
-        return f"set PG_BIN to PostgreSQL {major}'s bin directory"
+        """How to run PostgreSQL `major` on this data directory, for the mismatch message."""
+        from semantik_infra.backends.embedded import wheel_majors
+
+        hint = f"set PG_BIN to PostgreSQL {major}'s bin directory"
+        if major in {str(shipped) for shipped in wheel_majors()}:
+            # Both local backends use POSTGRES_DATA_DIR: the wheel's binaries can serve it.
+            return f"set SEMANTIK_PG_BACKEND=embedded (with EMBEDDED_PG_MAJOR={major}), or {hint}"
+        return hint
 
     @property
     def data_location(self) -> str:
@@ -360,12 +366,7 @@ class NativeBackend(Backend):
             return problems
         data_version = (self.data_dir / "PG_VERSION").read_text().strip()
         if data_version != str(self.binaries.major):
-            problems.append(
-                f"{self.data_dir} was created by PostgreSQL {data_version}, but the {self.name} backend runs"
-                f" PostgreSQL {self.binaries.version}: to use it, {self.other_major_hint(data_version)}; to move its"
-                f" data to {self.binaries.major}, run `inv postgres.backup` with PostgreSQL {data_version}, then"
-                f" `inv postgres.reset --yes` and `inv postgres.restore latest --yes` with {self.binaries.major}"
-            )
+            problems.append(self._other_major_problem(data_version))
         owner = self.data_dir.stat().st_uid
         expected = _uid_of(self.run_as) if self.run_as else os.geteuid()
         if owner != expected:
@@ -375,6 +376,20 @@ class NativeBackend(Backend):
                 f" chown -R {user} {self.data_dir}"
             )
         return problems
+
+    def _other_major_problem(self, data_version: str) -> str:
+        head = (
+            f"{self.data_dir} was created by PostgreSQL {data_version}, but the {self.name} backend runs"
+            f" PostgreSQL {self.binaries.version}: to use it, {self.other_major_hint(data_version)}"
+        )
+        if _major_of(data_version) > self.binaries.major:
+            # pg_restore cannot read archives made by a newer pg_dump: there is no way down through a backup.
+            return f"{head} (a backup cannot move data to an older major)"
+        return (
+            f"{head}; to move its data to {self.binaries.major}, run `inv postgres.backup` with PostgreSQL"
+            f" {data_version}, then `inv postgres.reset --yes` and `inv postgres.restore latest --yes`"
+            f" with {self.binaries.major}"
+        )
 
     def _check_data_dir(self) -> None:
         problems = self.data_dir_problems()
@@ -462,6 +477,14 @@ class NativeBackend(Backend):
                     report(f"created database {database}", None)
         finally:
             connection.close()
+
+
+def _major_of(version: str) -> float:
+    # PG_VERSION holds "9.6" before PostgreSQL 10 and "16" since.
+    try:
+        return float(version)
+    except ValueError:
+        return 0.0
 
 
 def _follow(path: Path) -> None:

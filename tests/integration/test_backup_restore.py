@@ -28,6 +28,7 @@ from tests.conftest import (
     destroy_cluster,
     free_port,
     make_project_dir,
+    native_cluster_only,
     run_task,
     start_cluster,
 )
@@ -265,6 +266,7 @@ def test_long_database_name_round_trip(pg_cluster: RunningCluster):
         _drop_project(project)
 
 
+@native_cluster_only
 def test_unreachable_server_is_one_clear_line(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     nowhere = {"SEMANTIK_PG_BACKEND": "external", "POSTGRES_PORT": str(free_port())}
@@ -324,6 +326,7 @@ def test_user_without_createdb_gets_a_clear_error_and_can_restore_in_place(pg_cl
         admin.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
 
 
+@native_cluster_only
 def test_restore_asks_for_confirmation_and_names_its_archive(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     refused = db.run("postgres.restore", "latest")
@@ -334,6 +337,7 @@ def test_restore_asks_for_confirmation_and_names_its_archive(db: DbProject):
     assert missing.returncode != 0 and "nope.dump" in missing.stderr
 
 
+@native_cluster_only
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject, damage: str):
     assert db.run("postgres.backup").returncode == 0
@@ -354,6 +358,7 @@ def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject
     assert listing.returncode == 1 and "failed verification" in listing.stderr
 
 
+@native_cluster_only
 def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
     assert db.run("postgres.backup", "--encrypt").returncode == 0
     result = db.run("postgres.restore", "latest", "--yes", BACKUP_ENCRYPTION_KEY=generate_encryption_key())
@@ -361,6 +366,7 @@ def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
     assert "encrypted with another key" in result.stderr and "BACKUP_ENCRYPTION_KEY" in result.stderr
 
 
+@native_cluster_only
 def test_backup_encrypt_setting_and_no_encrypt_override(db: DbProject):
     assert db.run("postgres.backup", BACKUP_ENCRYPT="true").returncode == 0
     assert db.run("postgres.backup", "--no-encrypt", BACKUP_ENCRYPT="true").returncode == 0
@@ -381,6 +387,7 @@ def test_two_backups_at_once_give_two_valid_archives(db: DbProject):
     assert verified.returncode == 0 and verified.stdout.count("checksum ok") == 2
 
 
+@native_cluster_only
 def test_prune_keeps_the_newest(db: DbProject):
     for _ in range(3):
         assert db.run("postgres.backup").returncode == 0
@@ -424,6 +431,7 @@ def test_directory_format_with_jobs(db: DbProject):
     assert db.checksums() == original
 
 
+@native_cluster_only
 def test_old_pg_dump_is_refused(db: DbProject, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -438,6 +446,7 @@ def test_old_pg_dump_is_refused(db: DbProject, tmp_path):
     assert "PG_BIN" in result.stderr
 
 
+@native_cluster_only
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_disk_full_fails_cleanly_and_keeps_earlier_backups(db: DbProject):
     db.backups.mkdir()
