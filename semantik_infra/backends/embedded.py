@@ -353,4 +353,4 @@ class EmbeddedBackend(NativeBackend):
         """EMBEDDED_PG_MAJOR when the wheel ships that major, else the native backend with its binaries."""
         if major in {str(shipped) for shipped in wheel_majors()}:
             return f"set EMBEDDED_PG_MAJOR={major}"
-        return f"use SEMANTIK_PG_BACKEND=native with PostgreSQL {major}'s binaries (PG_BIN)"
+        return f"set SEMANTIK_PG_BACKEND=native with PostgreSQL {major}'s binaries (PG_BIN)"
