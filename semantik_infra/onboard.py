@@ -155,6 +155,8 @@ def server_facts(settings: Settings) -> tuple[str, str | None]:
             version = cursor.fetchone()[0].split()[0]
             cursor.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
             row = cursor.fetchone()
+    except psycopg2.Error as error:
+        raise DatabaseError(f"cannot read the server version: {first_line(str(error))}") from None
     finally:
         connection.close()
     return version, row[0] if row else None

@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -197,6 +198,8 @@ def cached_copy(install: WheelInstall, cache: Path, user: str) -> Path:
     root = target / _PACKAGE / install.root.name
     if not _complete(target, install):
         _check_reachable(cache, user)
+        if cache.exists():
+            _check_trusted(cache, target)
         try:
             _make_copy(install, cache, target)
         except OSError as error:
@@ -271,11 +274,16 @@ def _copy_tree(source: Path, destination: Path) -> None:
                 os.symlink(os.readlink(path), into / name)
                 continue
             shutil.copy2(path, into / name)
-            descriptor = os.open(into / name, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            _fsync(into / name)
+        fsync_directory(into)
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _open_up(tree: Path) -> None:
@@ -308,10 +316,14 @@ def _alive(pid: int) -> bool:
 
 
 def _check_trusted(cache: Path, target: Path) -> None:
-    # Root runs these binaries (`--version`, pg_dump): nobody else may be able to change them.
+    # Root runs these binaries (`--version`, pg_dump): nobody else may be able to change them. A
+    # sticky world-writable cache (/tmp) is fine: others cannot replace what root put in it.
     for path in (cache, target):
+        if not path.exists():
+            continue
         info = path.stat()
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        sticky = path == cache and info.st_mode & stat.S_ISVTX
+        if info.st_uid != os.geteuid() or (info.st_mode & 0o022 and not sticky):
             raise BackendError(
                 f"{path} is not root's alone (owner uid {info.st_uid}, mode {info.st_mode & 0o777:04o}), so the"
                 f" binaries in it cannot be trusted: delete {target}, make {cache} root's with mode 0755,"

@@ -72,3 +72,16 @@ def test_abandoned_temporary_copies_are_removed_but_not_ones_in_progress(tmp_pat
         (path / "bin").mkdir(parents=True)
     _remove_abandoned_copies(tmp_path, "embedded-pg-16.1-pgserver-0.6.0")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([in_progress.name, other_version.name])
+
+
+def test_a_cache_others_can_write_is_refused_before_copying_unless_sticky(tmp_path):
+    install = find_install(load_settings(environ={}, cwd=tmp_path))
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache.chmod(0o777)
+    with pytest.raises(BackendError, match="cannot be trusted"):
+        cached_copy(install, cache, me)
+    assert list(cache.iterdir()) == []
+    cache.chmod(0o1777)  # like /tmp: nobody can replace what another user put there
+    assert cached_copy(install, cache, me).is_dir()
