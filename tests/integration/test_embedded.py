@@ -19,8 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from semantik_infra.backends.embedded import wheel_installs
 from semantik_infra.config import load_settings
-from tests.conftest import HOSTILE_PASSWORD, REPO, cluster_environ, free_port, make_project_dir, run_task
+from tests.conftest import (
+    HOSTILE_PASSWORD,
+    REPO,
+    cluster_environ,
+    free_port,
+    make_project_dir,
+    native_cluster_only,
+    run_task,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +124,9 @@ def test_data_dir_of_another_major_names_both_and_the_way_out_which_works(embedd
     _ok(run_task("postgres.down", environ=eighteen, cwd=project))
     down = _one_line_error(run_task("postgres.up", environ=sixteen, cwd=project), "created by PostgreSQL 18")
     assert "set EMBEDDED_PG_MAJOR=18" in down and "cannot move data to an older major" in down
+    # The native backend shares the data directory, and points at the wheel that can serve it.
+    native = run_task("postgres.up", environ={**env, "SEMANTIK_PG_BACKEND": "native"}, cwd=project)
+    _one_line_error(native, "created by PostgreSQL 18", "set SEMANTIK_PG_BACKEND=embedded (with EMBEDDED_PG_MAJOR=18)")
 
 
 @pytest.mark.skipif(not Path("/usr/lib/postgresql").is_dir(), reason="needs the system's PostgreSQL server")
@@ -169,6 +181,21 @@ def test_auto_on_a_fresh_project_order(monkeypatch, project_dir):
 
     with pytest.raises(BackendError, match="no way to run PostgreSQL here"):
         resolve_auto(load_settings(environ={**no_wheel_major, "PG_BIN": str(project_dir)}, cwd=project_dir))
+
+
+@native_cluster_only
+def test_external_backend_falls_back_to_the_wheels_client_tools(pg_cluster, tmp_path):
+    nothing = tmp_path / "no-postgresql"
+    nothing.mkdir()
+    env = {
+        **pg_cluster.environ,
+        "SEMANTIK_PG_BACKEND": "external",
+        "PG_BIN": str(nothing),
+        "PATH": _path_without_postgresql(tmp_path / "bin"),
+    }
+    result = run_task("postgres.shell", "-c", r"\echo :VERSION_NAME", environ=env, cwd=pg_cluster.project_dir)
+    newest = max(install.major for install in wheel_installs())
+    assert _ok(result).strip().startswith(f"{newest}."), result.stdout  # psql from the wheel's newest major
 
 
 # --- root: the copy for the `postgres` user ---------------------------------------------------
