@@ -329,6 +329,7 @@ def test_readme_command_1_in_a_fresh_clone_without_system_postgresql_or_docker(t
     workspace = Path(tempfile.mkdtemp(prefix="semantik-clone-"))
     workspace.chmod(0o755)
     clone = workspace / "semantik-infra"
+    # A clone holds what is committed: this tests HEAD, as a new developer would get it.
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=120)
     nothing = tmp_path / "no-postgresql"
     nothing.mkdir()
