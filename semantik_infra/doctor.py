@@ -17,6 +17,7 @@ from semantik_infra.config import SECRET_NAMES, Settings, read_env_file
 from semantik_infra.errors import ConfigError, InfraError
 
 if TYPE_CHECKING:
+    from semantik_infra.backends.native import NativeBackend
     from semantik_infra.backup import BackupEntry
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -68,7 +69,7 @@ def diagnose(
     if settings is None:
         return report
     backend_name = check_backend(report, settings)
-    if backend_name in ("docker", "native"):
+    if backend_name in ("docker", "native", "embedded"):
         check_port(report, settings, backend_name)
     check_client_tools(report, settings, backend_name)
     check_backups(report, settings)
@@ -162,8 +163,8 @@ def check_backend(report: DoctorReport, settings: Settings) -> str | None:
         report.add("backend", OK, f"auto resolves to the {name} backend")
     if name == "docker":
         _check_docker(report, settings)
-    elif name == "native":
-        _check_native(report, settings)
+    elif name in ("native", "embedded"):
+        _check_local(report, settings, name)
     else:
         report.add("backend", OK, f"external server at {settings.database.redacted()} (not managed here)")
     return name
@@ -209,16 +210,29 @@ def _check_docker(report: DoctorReport, settings: Settings) -> None:
         report.add("backend", WARN, "the PostgreSQL container is not running", "run `inv postgres.up`")
 
 
-def _check_native(report: DoctorReport, settings: Settings) -> None:
+def _local_backend(settings: Settings, name: str) -> NativeBackend:
+    """The native or embedded backend, built without side effects (no binary copy is made)."""
     from semantik_infra.backends.native import NativeBackend
 
+    if name == "embedded":
+        from semantik_infra.backends.embedded import EmbeddedBackend, embedded_binaries
+
+        return EmbeddedBackend(settings, embedded_binaries(settings, make_copy=False))
+    return NativeBackend(settings)
+
+
+def _check_local(report: DoctorReport, settings: Settings, name: str) -> None:
     try:
-        backend = NativeBackend(settings)
+        backend = _local_backend(settings, name)
     except InfraError as error:
         report.add("backend", FAIL, str(error))
         return
     found = backend.binaries
     report.add("backend", OK, f"PostgreSQL {found.version} binaries in {found.bindir} (found by {found.found_by})")
+    if name == "embedded":
+        from semantik_infra.backends.embedded import major_reason
+
+        report.add("backend", OK, f"embedded PostgreSQL {found.major}: chosen by {major_reason(settings)}")
     problems = backend.data_dir_problems()
     for problem in problems:
         report.add("backend", FAIL, problem)
@@ -228,7 +242,7 @@ def _check_native(report: DoctorReport, settings: Settings) -> None:
         mode = stat.S_IMODE(backend.data_dir.stat().st_mode)
         report.add("backend", OK, f"{backend.data_dir} owned by {backend.server_user()}, mode {mode:04o}")
     if backend.data_dir.exists() and not backend.is_running():
-        report.add("backend", WARN, "the native server is not running", "run `inv postgres.up`")
+        report.add("backend", WARN, f"the {name} server is not running", "run `inv postgres.up`")
 
 
 # --- port ----------------------------------------------------------------------------------
@@ -257,10 +271,8 @@ def check_port(report: DoctorReport, settings: Settings, backend_name: str) -> N
 
 def _ours(settings: Settings, backend_name: str) -> bool:
     try:
-        if backend_name == "native":
-            from semantik_infra.backends.native import NativeBackend
-
-            return NativeBackend(settings).is_running()
+        if backend_name in ("native", "embedded"):
+            return _local_backend(settings, backend_name).is_running()
         from semantik_infra.backends.docker import DockerBackend
 
         return DockerBackend(settings).status().running
@@ -315,7 +327,12 @@ def check_client_tools(report: DoctorReport, settings: Settings, backend_name: s
     from semantik_infra.proc import Command, run
 
     try:
-        pg_dump = find_client_tool("pg_dump", settings.pg_bin)
+        # The embedded backend's client tools come with its server, from the same wheel.
+        pg_dump = (
+            _local_backend(settings, "embedded").binaries.tool("pg_dump")
+            if backend_name == "embedded"
+            else find_client_tool("pg_dump", settings.pg_bin)
+        )
     except InfraError as error:
         report.add("client tools", FAIL, str(error))
         return

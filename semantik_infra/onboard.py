@@ -26,6 +26,9 @@ class OnboardResult:
     settings: Settings | None = None
     backend: str = ""
     data_location: str = ""
+    server_version: str = ""
+    # pgvector's version when the server can `CREATE EXTENSION vector`, else None.
+    pgvector: str | None = None
     changed: list[str] = field(default_factory=list)
 
     @property
@@ -44,7 +47,7 @@ class StepFailed(InfraError):
 
 
 def check_prerequisites(settings: Settings, report: Reporter) -> str:
-    """Python version, and a way to run PostgreSQL (docker+compose, or server binaries); return the backend."""
+    """Python version, and a way to run PostgreSQL (docker+compose, embedded or system binaries); return the backend."""
     if sys.version_info < MIN_PYTHON:
         raise BackendError(
             f"Python {'.'.join(map(str, MIN_PYTHON))} or newer is needed, this is {sys.version.split()[0]}"
@@ -63,7 +66,15 @@ def check_prerequisites(settings: Settings, report: Reporter) -> str:
 
         binaries = find_server_binaries(settings.pg_bin)
         report(f"PostgreSQL {binaries.version} server binaries in {binaries.bindir}", None)
-    if name != "docker":
+    elif name == "embedded":
+        from semantik_infra.backends.embedded import embedded_binaries
+
+        binaries = embedded_binaries(settings)
+        report(
+            f"PostgreSQL {binaries.version} server and client binaries from {binaries.found_by} in {binaries.bindir}",
+            None,
+        )
+    if name in ("native", "external"):
         from semantik_infra.backends.native import find_client_tool
 
         tools = [str(find_client_tool(tool, settings.pg_bin).name) for tool in ("psql", "pg_dump", "pg_restore")]
@@ -116,6 +127,7 @@ def onboard(
         result.data_location = backend.data_location
     with failing_as("test.connection --quick"):
         connection_test(settings)
+        result.server_version, result.pgvector = server_facts(settings)
     with failing_as("backups directory"):
         backups = settings.backup.directory
         if not backups.exists():
@@ -123,6 +135,31 @@ def onboard(
             result.changed.append(f"created {backups}")
     report(f"backups directory {backups} ready", None)
     return result
+
+
+def server_facts(settings: Settings) -> tuple[str, str | None]:
+    """The server's version, and pgvector's version if the server has it available."""
+    import psycopg2
+
+    from semantik_infra.backends.base import first_line
+    from semantik_infra.errors import DatabaseError
+
+    params = {"connect_timeout": str(settings.connect_timeout), **settings.database.libpq_params()}
+    try:
+        connection = psycopg2.connect(**params)
+    except psycopg2.Error as error:
+        raise DatabaseError(f"cannot connect to read the server version: {first_line(str(error))}") from None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            version = cursor.fetchone()[0].split()[0]
+            cursor.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'")
+            row = cursor.fetchone()
+    except psycopg2.Error as error:
+        raise DatabaseError(f"cannot read the server version: {first_line(str(error))}") from None
+    finally:
+        connection.close()
+    return version, row[0] if row else None
 
 
 def summary(result: OnboardResult) -> list[str]:
@@ -134,6 +171,9 @@ def summary(result: OnboardResult) -> list[str]:
         "",
         head + ("" if not result.changed else f" ({'; '.join(result.changed)})"),
         f"  backend:   {result.backend}",
+        f"  server:    PostgreSQL {result.server_version}",
+        "  pgvector:  "
+        + (f"{result.pgvector} available: CREATE EXTENSION vector" if result.pgvector else "not available here"),
         f"  database:  {result.settings.database.redacted()}",
         f"  data:      {result.data_location}",
         f"  shell:     {inv} postgres.shell",

