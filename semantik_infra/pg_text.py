@@ -14,7 +14,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta, timezone, tzinfo
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 NULL = "\\N"
@@ -32,6 +32,10 @@ _ISO_TIMESTAMP = re.compile(
     re.ASCII,
 )
 _ISO_TIME = re.compile(r"\s*(\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?\s*\Z", re.ASCII)
+
+
+# Exact arithmetic on any double's decimal expansion (at most 767 significant digits).
+_EXACT = Context(prec=800)
 
 
 class ConversionError(ValueError):
@@ -89,6 +93,22 @@ def _pg_shortest(sign: str, digits: str, exponent: int, fixed_below: int) -> str
     return f"{sign}{mantissa}e{'+' if exponent >= 0 else '-'}{abs(exponent):02d}"
 
 
+def _shortest_inside(magnitude: float, below: float, above: float, digits: int) -> str:
+    """The shortest decimal (closest for its length) strictly between the midpoints to the
+    neighbouring floats, as PostgreSQL's ryu prints: unlike Python's repr it never takes a value
+    exactly on a midpoint, which becomes possible from 2**52 (2**23 for real) upwards."""
+    exact = Decimal(magnitude)
+    low = _EXACT.divide(_EXACT.add(exact, Decimal(below)), 2)
+    # The largest float has no upper neighbour: PostgreSQL treats it as being as far as the lower one.
+    above_exact = _EXACT.subtract(_EXACT.multiply(exact, 2), Decimal(below)) if math.isinf(above) else Decimal(above)
+    high = _EXACT.divide(_EXACT.add(exact, above_exact), 2)
+    for precision in range(1, digits + 1):
+        text = f"{magnitude:.{precision - 1}e}"
+        if low < Decimal(text) < high:
+            return text
+    raise AssertionError("no shortest representation")  # the exact digits always fit
+
+
 def pg_float8(value: float) -> str:
     """double precision as PostgreSQL prints it (shortest exact digits, its notation)."""
     if value != value:
@@ -97,11 +117,16 @@ def pg_float8(value: float) -> str:
         return "Infinity" if value > 0 else "-Infinity"
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
-    text = repr(value)
-    if 1e-4 <= abs(value) < 1e15:
+    magnitude = abs(value)
+    if 1e-4 <= magnitude < 1e15:
         # Python's repr agrees here, but for a trailing '.0'.
+        text = repr(value)
         return text[:-2] if text.endswith(".0") else text
-    return _pg_shortest(*_shortest_digits(text), fixed_below=15)
+    text = repr(magnitude)
+    if magnitude >= 2.0**52:
+        text = _shortest_inside(magnitude, math.nextafter(magnitude, 0), math.nextafter(magnitude, math.inf), 17)
+    _sign, digits, exponent = _shortest_digits(text)
+    return _pg_shortest("-" if value < 0 else "", digits, exponent, fixed_below=15)
 
 
 def to_float4(value: float) -> float:
@@ -111,7 +136,9 @@ def to_float4(value: float) -> float:
     try:
         rounded = struct.unpack("f", struct.pack("f", value))[0]
     except OverflowError:
-        raise ConversionError("out of range for real") from None
+        rounded = math.inf
+    if math.isinf(rounded):
+        raise ConversionError("out of range for real")
     if rounded == 0 and value != 0:
         raise ConversionError("too close to zero for real")
     return rounded
@@ -121,11 +148,12 @@ def pg_float4(value: float) -> str:
     """real as PostgreSQL prints it: the shortest digits that read back as the same float4."""
     if value != value or math.isinf(value) or value == 0:
         return pg_float8(value)
-    for precision in range(9):
-        text = f"{value:.{precision}e}"
-        if struct.unpack("f", struct.pack("f", float(text)))[0] == value:
-            break
-    return _pg_shortest(*_shortest_digits(text), fixed_below=6)
+    magnitude = abs(value)
+    bits = struct.unpack("<I", struct.pack("<f", magnitude))[0]
+    below, above = (struct.unpack("<f", struct.pack("<I", n))[0] for n in (bits - 1, bits + 1))
+    text = _shortest_inside(magnitude, below, above, 9)
+    _sign, digits, exponent = _shortest_digits(text)
+    return _pg_shortest("-" if value < 0 else "", digits, exponent, fixed_below=6)
 
 
 def pg_numeric(value: Decimal) -> str:
@@ -280,6 +308,8 @@ def parse_iso_timestamp(text: str) -> ParsedTimestamp:
         wall = datetime(int(year), int(month), int(day))
         if hour is not None:
             wall += _clock(int(hour), int(minute), int(second or 0), _fraction_to_micros(fraction))
+    except ConversionError:
+        raise
     except (ValueError, OverflowError):
         raise ConversionError("is not a valid calendar date and time") from None
     zone: tzinfo | None = None
