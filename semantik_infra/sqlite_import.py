@@ -14,6 +14,7 @@ the imported ones are locked until the commit."""
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 
 from semantik_infra.config import Settings
 from semantik_infra.errors import ConfigError, DataImportError
-from semantik_infra.sqlite_convert import ConversionOptions, TargetType
+from semantik_infra.sqlite_convert import ConversionOptions, TargetType, is_secret_name
 from semantik_infra.sqlite_load import RejectFile, TableLoader
 from semantik_infra.sqlite_plan import (
     ColumnPlan,
@@ -130,8 +131,12 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
 
 
+NOTHING_IMPORTED = "; nothing was imported"
+
+
 @contextlib.contextmanager
-def _database_errors(action: str) -> Iterator[None]:
+def _database_errors(action: str, outcome: str = "") -> Iterator[None]:
+    """Turn a driver error into one line: what we were doing, why it failed, what it left."""
     import psycopg2
 
     from semantik_infra.database import classify
@@ -139,15 +144,11 @@ def _database_errors(action: str) -> Iterator[None]:
     try:
         yield
     except psycopg2.Error as error:
-        code = getattr(error, "pgcode", None)
-        if code == "55P03":
-            raise DataImportError(
-                f"{action}: a table is in use by another session (waited {LOCK_TIMEOUT});"
-                " stop the application and retry"
-            ) from None
-        if code == "42501":
-            raise DataImportError(f"{action}: permission denied ({classify(error).cause})") from None
-        raise DataImportError(f"{action}: {classify(error).cause}") from None
+        if getattr(error, "pgcode", None) == "55P03":
+            cause = f"a table is in use by another session (waited {LOCK_TIMEOUT}): stop the application and retry"
+        else:
+            cause = classify(error).cause
+        raise DataImportError(f"{action}: {cause}{outcome}") from None
 
 
 class SQLiteImport:
@@ -294,17 +295,18 @@ class SQLiteImport:
         result = ImportResult(warnings=list(plan.warnings), reject_file=self.options.reject_file)
         try:
             with self.connection.cursor() as cursor:
-                with _database_errors(f"preparing {self.database}"):
+                with _database_errors(f"preparing {self.database}", NOTHING_IMPORTED):
                     cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                     foreign_keys = self._prepare(cursor, plan)
                 for table in plan.tables:
                     result.tables.append(self._import_table(cursor, table, rejects, report, progress))
-                with _database_errors(f"finishing the import into {self.database}"):
+                with _database_errors(f"finishing the import into {self.database}", NOTHING_IMPORTED):
                     self._finish(cursor, plan, foreign_keys)
                     result.sequences = self._set_sequences(cursor, plan)
                     for table in plan.tables:
                         cursor.execute(f"ANALYZE {table.target.sql_name}")
-            with _signals_deferred(), _database_errors(f"committing the import into {self.database}"):
+            unknown = "; whether it was committed is unknown: look at the tables before running it again"
+            with _signals_deferred(), _database_errors(f"committing the import into {self.database}", unknown):
                 self.connection.commit()
                 if rejects is not None:
                     rejects.publish()
@@ -370,7 +372,7 @@ class SQLiteImport:
         loader = TableLoader(
             self.source, table, rejects, batch_bytes=self.options.batch_bytes, progress=lambda n: progress(table, n)
         )
-        with _database_errors(f"loading {table.target.label}"):
+        with _database_errors(f"loading {table.target.label}", NOTHING_IMPORTED):
             loaded = loader.load(cursor)
             stored = loader.read_back(cursor).digest
         if stored != loaded.sent:
@@ -582,10 +584,11 @@ def _empty(cursor: Any, tables: Sequence[TargetTable]) -> None:
 def _foreign_key_message(error: Any) -> str:
     diag = error.diag
     table, constraint = diag.table_name or "?", diag.constraint_name or "?"
-    detail = diag.message_detail or ""
-    from semantik_infra.sqlite_convert import is_secret_name
-
-    example = f" (e.g. {detail.rstrip('.')})" if detail and not is_secret_name(detail.split(")=(")[0]) else ""
+    detail = (diag.message_detail or "").rstrip(".")
+    # 'Key (kind_id)=(777) is not present in table "kinds"': show it unless a key column looks secret.
+    match = re.match(r"Key \((.*?)\)=\(", detail)
+    columns = match.group(1).split(", ") if match else ["?"]
+    example = f" (e.g. {detail})" if match and not any(map(is_secret_name, columns)) else ""
     return (
         f"{table}: rows reference rows that do not exist, breaking foreign key {constraint}{example};"
         " fix them in the SQLite file (`sqlite3 FILE 'PRAGMA foreign_key_check'` lists them); nothing was imported"

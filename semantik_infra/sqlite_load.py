@@ -269,17 +269,19 @@ class TableLoader:
     def _send(self, cursor: Any, lines: list[bytes], rows: list[tuple]) -> None:
         import psycopg2
 
+        # Only errors about the data name a row; others (a lost connection) go up as they are.
+        refused = (psycopg2.DataError, psycopg2.IntegrityError)
         if self.rejects is None:
             try:
                 _copy(cursor, self.copy_in, lines)
-            except psycopg2.Error as error:
+            except refused as error:
                 raise self._copy_error(error, rows) from None
             return
         while lines:
             cursor.execute("SAVEPOINT semantik_batch")
             try:
                 _copy(cursor, self.copy_in, lines)
-            except psycopg2.Error as error:
+            except refused as error:
                 cursor.execute("ROLLBACK TO SAVEPOINT semantik_batch")
                 line, column = copy_error_position(error)
                 if line is None or not 1 <= line <= len(lines):
@@ -304,7 +306,7 @@ class TableLoader:
         reason = postgres_reason(error, not secret)
         if line is not None and 1 <= line <= len(rows):
             return DataImportError(self.describe_bad_value(rows[line - 1], column, reason))
-        return DataImportError(f"loading {self.table.target.label} failed: {reason}")
+        return DataImportError(f"loading {self.table.target.label}: {reason}; nothing was imported")
 
     # -- verifying -----------------------------------------------------------------------------
 
