@@ -323,6 +323,24 @@ def parse_iso_timestamp(text: str) -> ParsedTimestamp:
     return ParsedTimestamp(wall, zone, hour is not None)
 
 
+def iso_utc_wall_fast(text: str) -> str:
+    """PostgreSQL's text for the commonest ISO-8601 shapes in UTC — 'YYYY-MM-DD HH:MM:SS' with 'T' or
+    space, an optional '.f' to '.ffffff', and no zone, 'Z' or '+00:00' — at C speed; raises
+    ValueError (or IndexError) for anything else, which `parse_iso_timestamp` then reads."""
+    if text[-1] == "Z":
+        text = text[:-1]
+    elif text.endswith("+00:00"):
+        text = text[:-6]
+    length = len(text)
+    if text[10] not in " T" or (length != 19 and (length > 26 or length < 21 or text[19] != ".")):
+        raise ValueError(text)
+    datetime.fromisoformat(text)  # checks the digits, the calendar and the clock
+    if length == 19:
+        return text[:10] + " " + text[11:]
+    fraction = text[20:].rstrip("0")
+    return text[:10] + " " + text[11:19] + ("." + fraction if fraction else "")
+
+
 def parse_iso_time(text: str) -> timedelta:
     """'HH:MM[:SS[.fff]]' as the time since midnight (up to 24:00:00), or raise ConversionError."""
     match = _ISO_TIME.match(text)

@@ -27,6 +27,7 @@ from semantik_infra.pg_text import (
     check_json,
     copy_escape,
     copy_escape_many,
+    iso_utc_wall_fast,
     jsonb_text,
     number_to_instant,
     parse_iso_time,
@@ -200,24 +201,31 @@ class TextConverter(Converter):
         return copy_escape(self._fit(_no_nul(text)))
 
     def column(self, values: Sequence[object]) -> list[str]:
-        nulls = values.count(None) if isinstance(values, tuple | list) else 0
-        if nulls and self.target.not_null:
-            raise ConversionError("NULL")
-        texts = [("" if value is None else value) for value in values] if nulls else values
-        if set(map(type, texts)) != {str}:
-            raise ConversionError("not all text")
         length = self.target.length
-        if length is not None:
-            if max(map(len, texts)) > length:
-                raise ConversionError("too long")
-            if self.target.name == "bpchar":
-                texts = [text.ljust(length) for text in texts]
-        out = copy_escape_many(texts)  # type: ignore[arg-type]
-        if nulls:
-            for index, value in enumerate(values):
-                if value is None:
-                    out[index] = NULL
-        return out
+        pad = length if self.target.name == "bpchar" else None
+        return _text_column(values, self.target.not_null, length, pad)
+
+
+def _text_column(
+    values: Sequence[object], not_null: bool, length: int | None = None, pad: int | None = None
+) -> list[str]:
+    """COPY text for a column of str values and NULLs, escaped in one pass; raises for anything else."""
+    nulls = values.count(None) if isinstance(values, tuple | list) else 0
+    if nulls and not_null:
+        raise ConversionError("NULL")
+    texts = [("" if value is None else value) for value in values] if nulls else values
+    if set(map(type, texts)) != {str}:
+        raise ConversionError("not all text")
+    if length is not None and max(map(len, texts)) > length:  # type: ignore[arg-type]
+        raise ConversionError("too long")
+    if pad is not None:
+        texts = [text.ljust(pad) for text in texts]  # type: ignore[attr-defined]
+    out = copy_escape_many(texts)  # type: ignore[arg-type]
+    if nulls:
+        for index, value in enumerate(values):
+            if value is None:
+                out[index] = NULL
+    return out
 
 
 class OpaqueConverter(TextConverter):
@@ -421,8 +429,8 @@ class BinaryConverter(Converter):
         return super().value(value)
 
     def column(self, values: Sequence[object]) -> list[str]:
-        if self.target.not_null and None in values:
-            raise ConversionError("NULL")
+        if not {type(value) for value in values} <= ({bytes} if self.target.not_null else {bytes, type(None)}):
+            raise ConversionError("slow path")
         return [NULL if value is None else "\\\\x" + value.hex() for value in values]  # type: ignore[union-attr]
 
 
@@ -430,6 +438,8 @@ class JsonConverter(Converter):
     """json: the text as written, after checking it is valid JSON (invalid JSON is an error, not NULL)."""
 
     family = "json"
+    # Whether the column path checks JSON too (set once PostgreSQL refused a value of the column).
+    validate = False
     accepts: ClassVar[dict[str, str]] = {
         "text": "JSON text, validated, kept as written",
         "integer": "a JSON number",
@@ -455,14 +465,13 @@ class JsonConverter(Converter):
         return copy_escape(self.document(value))
 
     def column(self, values: Sequence[object]) -> list[str]:
-        nulls = values.count(None) if isinstance(values, tuple | list) else 0
-        if nulls:
-            raise ConversionError("slow path")
-        if set(map(type, values)) != {str}:
-            raise ConversionError("not all text")
-        for value in values:
-            parse_json(value)  # type: ignore[arg-type]
-        return copy_escape_many(values)  # type: ignore[arg-type]
+        # PostgreSQL's json input checks every value as COPY reads it (the row is still named by its
+        # line), so checking here too would only double the work, until a value was refused.
+        if self.validate:
+            for value in values:
+                if value is not None:
+                    parse_json(value)  # type: ignore[arg-type]
+        return _text_column(values, self.target.not_null)
 
 
 class JsonbConverter(JsonConverter):
@@ -515,6 +524,15 @@ class _TemporalConverter(Converter):
             return number_to_instant(value, self.options.numeric_time)
         raise ConversionError(f"{storage_class(value)} cannot become {self.target.display}")
 
+    def fast_column(self, values: Sequence[object], suffix: str) -> list[str]:
+        """The column path for timestamps: naive text in UTC, or text marked UTC, only needs reshaping."""
+        precision = self.target.precision
+        if self.options.source_tz is not UTC or (precision is not None and precision < 6):
+            return super().column(values)
+        if self.target.not_null and None in values:
+            raise ConversionError("NULL")
+        return [NULL if value is None else iso_utc_wall_fast(value) + suffix for value in values]  # type: ignore[arg-type]
+
     def from_parsed(self, parsed: ParsedTimestamp) -> datetime:
         """The instant a parsed text stands for (no zone: the source time zone)."""
         if parsed.zone is not None:
@@ -534,6 +552,9 @@ class TimestampTzConverter(_TemporalConverter):
 
     family = "timestamptz"
 
+    def column(self, values: Sequence[object]) -> list[str]:
+        return self.fast_column(values, "+00")
+
     def value(self, value: object) -> str:
         instant = self.instant(value)
         if isinstance(instant, str):
@@ -546,6 +567,9 @@ class TimestampConverter(_TemporalConverter):
     """timestamp without time zone: wall-clock time in the source time zone (aware values converted)."""
 
     family = "timestamp"
+
+    def column(self, values: Sequence[object]) -> list[str]:
+        return self.fast_column(values, "")
 
     def value(self, value: object) -> str:
         if isinstance(value, str) and value.strip().lower() not in _INFINITIES:

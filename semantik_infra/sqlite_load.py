@@ -1,26 +1,26 @@
 """Moving one table's rows: SQLite batches → converted COPY text → PostgreSQL, and proving they
 arrived. Batches are sized to a byte budget (memory stays flat whatever the table or row size);
 each batch is converted by the converters' fast column paths and, if any value needs it, again
-value by value, so a bad value names its row and column. Every line sent is hashed (MD5, summed as
-a multiset, with the count); after the table is loaded it is read back with COPY TO in the same
-transaction and hashed the same way: equal sums mean every value PostgreSQL stored prints exactly as
-the converted value it was sent. Rejected rows go to a 0600 JSON-lines file published only when the
-import commits."""
+value by value, so a bad value names its row and column. A second thread sends each batch with
+COPY while the next one is converted, so PostgreSQL and Python work at the same time. Every line
+sent is hashed (64-bit SipHash, keyed per process, summed as a multiset, with the count); after the
+table is loaded it is read back with COPY TO in the same transaction and hashed the same way:
+equal sums mean every value PostgreSQL stored prints exactly as the converted value it was sent.
+Rejected rows go to a 0600 JSON-lines file published only when the import commits."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import functools
-import hashlib
 import io
 import json
 import math
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from operator import methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +29,16 @@ from semantik_infra.sqlite_convert import ConversionError, storage_class
 from semantik_infra.sqlite_plan import ColumnPlan, TablePlan, ident
 from semantik_infra.sqlite_source import SQLiteSource
 
-_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
-_digest = methodcaller("digest")
 _COPY_CONTEXT = re.compile(r"COPY [^,]*, line (\d+)(?:, column ([^:]+))?")
 SHOWN_CHARACTERS = 40
 
 
 class LineDigest:
-    """An order-independent fingerprint of a set of lines: their count and the sum of their MD5s."""
+    """An order-independent fingerprint of a set of lines: their count and the sum of their hashes.
+
+    Python's hash of bytes is SipHash with a key drawn when the process starts: both sides of a
+    comparison are hashed in this process, and a changed line changes the sum with odds of 2**-64.
+    """
 
     def __init__(self) -> None:
         self.count = 0
@@ -45,7 +47,7 @@ class LineDigest:
     def add(self, lines: Sequence[bytes]) -> None:
         """Add lines (without their newline)."""
         self.count += len(lines)
-        self.total += sum(map(int.from_bytes, map(_digest, map(_md5, lines))))
+        self.total += sum(map(hash, lines))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LineDigest) and (self.count, self.total) == (other.count, other.total)
@@ -183,6 +185,7 @@ class TableLoader:
         self.copy_in = f"COPY {table.target.sql_name} ({targets}) FROM STDIN"
         self.copy_out = f"COPY {table.target.sql_name} ({targets}) TO STDOUT"
         self.rejected = 0
+        self._reject_lock = threading.Lock()
 
     # -- converting ----------------------------------------------------------------------------
 
@@ -190,13 +193,16 @@ class TableLoader:
         """(COPY lines, their source rows) per batch; bad rows are rejected (or stop the import)."""
         sizes = _BatchSizes(self.batch_bytes)
         for rows in self.source.rows(self.table.source, self.names, sizes):
-            try:
-                lines = self._fast(rows)
-                kept = rows
-            except Exception:  # any surprise in the fast path: redo the batch value by value
-                lines, kept = self._careful(rows, record)
+            lines, kept = self.convert(rows, record)
             sizes.observe(sum(map(len, lines)), len(rows))
             yield lines, kept
+
+    def convert(self, rows: list[tuple], record: bool = True) -> tuple[list[bytes], list[tuple]]:
+        """COPY lines for a batch and the rows they came from (bad rows rejected, or raised)."""
+        try:
+            return self._fast(rows), rows
+        except Exception:  # any surprise in the fast path: redo the batch value by value
+            return self._careful(rows, record)
 
     def _fast(self, rows: list[tuple]) -> list[bytes]:
         columns = list(zip(*rows, strict=True))[1:]
@@ -227,8 +233,11 @@ class TableLoader:
             raise DataImportError(self.describe_bad_value(row, column, reason))
         if record:
             values = dict(zip(self.names, row[1:], strict=True))
-            self.rejects.write(self.table.source.name, row[0], column.source.name if column else None, reason, values)
-            self.rejected += 1
+            with self._reject_lock:  # the converting and the sending thread both reject rows
+                self.rejects.write(
+                    self.table.source.name, row[0], column.source.name if column else None, reason, values
+                )
+                self.rejected += 1
 
     def row_label(self, row: tuple) -> str:
         """'rowid 17', or the primary key of a WITHOUT ROWID table (unless it looks secret)."""
@@ -259,11 +268,18 @@ class TableLoader:
     def load(self, cursor: Any) -> LoadResult:
         """Convert and COPY every row; return the count, rejects and the digest of what was sent."""
         sent = LineDigest()
-        for lines, rows in self.batches():
-            if lines:
-                self._send(cursor, lines, rows)
-                sent.add(lines)
-            self.progress(sent.count + self.rejected)
+
+        def send(lines: list[bytes], rows: list[tuple]) -> None:
+            self._send(cursor, lines, rows)
+            sent.add(lines)
+
+        converted = 0
+        with _Sender(send) as sender:
+            for lines, rows in self.batches():
+                converted += len(rows)
+                if lines:
+                    sender.put(lines, rows)
+                self.progress(converted + self.rejected)
         return LoadResult(sent.count, self.rejected, sent)
 
     def _send(self, cursor: Any, lines: list[bytes], rows: list[tuple]) -> None:
@@ -286,8 +302,18 @@ class TableLoader:
                 line, column = copy_error_position(error)
                 if line is None or not 1 <= line <= len(lines):
                     raise self._copy_error(error, rows) from None
-                self.reject(rows[line - 1], self._column_index(column), postgres_reason(error, column is not None))
-                del lines[line - 1], rows[line - 1]
+                index = self._column_index(column)
+                shown = index is not None and not self.table.columns[index].secret
+                self.reject(rows[line - 1], index, postgres_reason(error, shown))
+                del rows[line - 1]
+                converter = self.converters[index] if index is not None else None
+                if getattr(converter, "validate", True) is False:
+                    # A column left to PostgreSQL to check had a bad value: check it here from now
+                    # on, so the rest are set aside in one pass instead of one retry each.
+                    converter.validate = True  # type: ignore[union-attr]
+                    lines[:], rows[:] = self.convert(rows)
+                else:
+                    del lines[line - 1]
                 continue
             cursor.execute("RELEASE SAVEPOINT semantik_batch")
             return
@@ -324,6 +350,47 @@ class TableLoader:
             add_columns(source, lines)
         target = self.read_back(cursor, columns=True).columns
         return [column.target.name for column, a, b in zip(self.table.columns, source, target, strict=True) if a != b]
+
+
+class _Sender:
+    """A thread that sends batches (in order) while the caller converts the next one.
+
+    The queue holds one batch, so at most three are in memory. A failure in the thread is raised in
+    the caller at its next `put` or on leaving the block; leaving early (an error, Ctrl-C) stops the
+    thread after the batch it is sending, so the connection is idle again before it is rolled back.
+    """
+
+    def __init__(self, send: Callable[[list[bytes], list[tuple]], None]) -> None:
+        self._send = send
+        self._queue: queue.Queue[tuple[list[bytes], list[tuple]] | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="copy-sender", daemon=True)
+
+    def __enter__(self) -> _Sender:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None and not self._stopping:
+                try:
+                    self._send(*item)
+                except BaseException as error:  # handed to the caller, who decides
+                    self._error = error
+
+    def put(self, lines: list[bytes], rows: list[tuple]) -> None:
+        """Queue a batch (waits while the previous one is still queued)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put((lines, rows))
+
+    def __exit__(self, kind: type | None, *_rest: object) -> None:
+        self._stopping = kind is not None
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and kind is None:
+            raise self._error
 
 
 def _copy(cursor: Any, statement: str, lines: list[bytes]) -> None:

@@ -318,6 +318,10 @@ SQLITE_VALUES = st.one_of(
     st.text(),
     st.binary(),
     st.binary().map(lambda raw: raw.decode("utf-8", "surrogateescape")),
+    st.datetimes().map(lambda moment: moment.isoformat(" ")),
+    st.datetimes().map(lambda moment: moment.isoformat() + "Z"),
+    st.datetimes().map(lambda moment: moment.isoformat(timespec="milliseconds") + "+00:00"),
+    st.sampled_from(["2024-01-02 24:00:00", "2024-01-02T10:00:60", "2024-01-02 10:00:00.1234567", "2024-01-02 10:00"]),
 )
 TARGETS = [
     TargetType("text", "text"),
@@ -332,6 +336,8 @@ TARGETS = [
     TargetType("json", "json"),
     TargetType("jsonb", "jsonb"),
     TargetType("timestamptz", "timestamptz"),
+    TargetType("timestamp", "timestamp"),
+    TargetType("timestamp", "timestamp(3)", precision=3),
     TargetType("inet", "inet"),
     TargetType("mood", "mood", labels=("a", "é"), enum=True),
 ]
@@ -341,6 +347,7 @@ TARGETS = [
 @given(values=st.lists(SQLITE_VALUES, max_size=8), index=st.integers(0, len(TARGETS) - 1))
 def test_fast_column_path_agrees_with_careful_path(values, index):
     converter = converter_for(TARGETS[index], UTC_OPTIONS)
+    converter.validate = True  # json: as after PostgreSQL refused a value (see the test below)
     careful: list[str | None] = []
     for value in values:
         try:
@@ -358,6 +365,16 @@ def test_fast_column_path_agrees_with_careful_path(values, index):
                 fast_text.encode()
         else:
             assert fast_text == careful_text
+
+
+def test_json_column_path_leaves_checking_to_postgresql_until_told_otherwise():
+    converter = converter_for(TargetType("json", "json"), UTC_OPTIONS)
+    assert converter.column(("{broken", None)) == ["{broken", NULL]  # COPY's json input refuses it, naming the line
+    converter.validate = True
+    with pytest.raises(ValueError):
+        converter.column(("{broken", None))
+    with pytest.raises(ConversionError, match="not valid JSON"):
+        converter.one("{broken")
 
 
 @given(st.floats(allow_nan=False))
