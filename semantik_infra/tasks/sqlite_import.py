@@ -97,7 +97,7 @@ def import_sqlite(
     import json as json_module
     from pathlib import Path
 
-    from semantik_infra.console import step
+    from semantik_infra.console import status_line
     from semantik_infra.errors import ConfigError
     from semantik_infra.pg_text import NUMERIC_TIME_MODES
     from semantik_infra.sqlite_convert import ConversionOptions
@@ -128,16 +128,16 @@ def import_sqlite(
 
     def say(text: str, seconds: float | None = None, status: str = "ok") -> None:
         if not json:
-            step(text, seconds, status)
+            _emit(status_line(status, text, seconds))
 
     with sigterm_as_interrupt(), SQLiteImport(settings, options) as importer:
         plan = importer.plan(storage=dry_run)
         if dry_run:
             if json:
-                print(json_module.dumps(_plan_json(plan, options.path), indent=2))
+                _emit(json_module.dumps(_plan_json(plan, options.path), indent=2))
             else:
-                print("\n".join(describe_plan(plan)))
-                step("dry run: nothing was changed", status="info")
+                _emit("\n".join(describe_plan(plan)))
+                say("dry run: nothing was changed", status="info")
             return
         for warning in plan.warnings:
             say(warning, status="warn")
@@ -154,7 +154,7 @@ def import_sqlite(
                 progress.done()
     rows = sum(table.rows for table in result.tables)
     if json:
-        print(json_module.dumps(_result_json(result, options.path, database), indent=2))
+        _emit(json_module.dumps(_result_json(result, options.path, database), indent=2))
         return
     if result.sequences:
         say(f"set {len(result.sequences)} sequences past the highest imported ids")
@@ -166,6 +166,16 @@ def import_sqlite(
         f"imported {len(result.tables)} tables, {rows} rows from {options.path} into {database}"
         f" in {format_duration(result.seconds)}: committed"
     )
+
+
+def _emit(text: str) -> None:
+    """Print; once stdout is a closed pipe (`| head`) print nothing more, and let the work go on."""
+    import os
+
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _zone(name: str) -> Any:

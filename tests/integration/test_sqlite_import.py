@@ -432,6 +432,52 @@ def test_reject_file_sets_bad_rows_aside_and_the_rest_arrives(target: Target, fi
     assert sorted(target.sql("SELECT kind_id, tag FROM tags")) == TAGS
 
 
+def test_json_that_postgresql_refuses_names_the_row_or_is_set_aside(target: Target, tmp_path: Path):
+    # --create-schema makes doc a json column, which PostgreSQL's json input checks during COPY.
+    path = tmp_path / "docs.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE docs (id INTEGER PRIMARY KEY, doc JSON)")
+        good = [(n, json.dumps({"n": n})) for n in range(1, 100)]
+        connection.executemany("INSERT INTO docs VALUES (?, ?)", [*good, (100, "{nope"), (101, "[1,]"), (102, "NaN")])
+    stopped = target.run(str(path), "--create-schema")
+    assert stopped.returncode == 1
+    [line] = stopped.stderr.strip().splitlines()
+    assert "docs rowid 100, column doc (text → json): PostgreSQL refused it: invalid input syntax for type json" in line
+    assert target.snapshot() == {}
+    rejects = tmp_path / "json.jsonl"
+    kept = target.run(str(path), "--create-schema", "--reject-file", str(rejects))
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    records = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert sorted(r["row"] for r in records) == [100, 101, 102]
+    # The first was refused by PostgreSQL; after that the column is checked here, in one pass.
+    assert sorted(r["reason"] for r in records) == [
+        "PostgreSQL refused it: invalid input syntax for type json",
+        "text is not valid JSON",
+        "text is not valid JSON",
+    ]
+    assert target.sql("SELECT count(*), max(id), (SELECT doc::text FROM docs WHERE id = 7) FROM docs") == [
+        (99, 99, '{"n": 7}')
+    ]
+
+
+def test_output_into_a_closed_pipe_is_no_traceback_and_the_import_goes_on(target: Target, fixture_db: Path):
+    target.sql(POSTGRES_SCHEMA)
+    argv = [sys.executable, "-m", "semantik_infra", "postgres.import-sqlite", str(fixture_db), "--decode-fallback"]
+    task = subprocess.Popen(
+        [*argv, "cp1252"],
+        cwd=target.project_dir,
+        env={**target.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert task.stdout is not None
+    task.stdout.close()  # like `| head -0`: the reader is gone before the first line
+    errors = task.stderr.read() if task.stderr else ""
+    assert task.wait(120) == 0 and "Traceback" not in errors, errors
+    assert target.sql("SELECT count(*) FROM kinds") == [(8,)]
+
+
 def test_foreign_key_orphans_stop_the_import(target: Target, fixture_db: Path):
     target.sql(POSTGRES_SCHEMA)
     with sqlite3.connect(fixture_db) as connection:  # SQLite does not enforce foreign keys by default
