@@ -15,30 +15,21 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta, tzinfo
+from datetime import UTC, tzinfo
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any, ClassVar
 
 from semantik_infra.pg_text import (
-    JULIAN_RANGE,
     NULL,
     ConversionError,
-    ParsedTimestamp,
     check_json,
     copy_escape,
     copy_escape_many,
-    iso_utc_wall_fast,
     jsonb_text,
-    number_to_instant,
-    parse_iso_time,
-    parse_iso_timestamp,
     parse_json,
     pg_float4,
     pg_float8,
     pg_numeric,
-    pg_time,
-    pg_timestamp,
-    round_to_precision,
     to_float4,
 )
 
@@ -58,7 +49,6 @@ _BOOLEAN_FAST: dict[Any, str] = {0: "f", 1: "t", None: NULL, **_BOOLEANS, "TRUE"
 _DECIMAL_TEXT = re.compile(
     r"\s*[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|infinity|inf|nan)\s*\Z", re.IGNORECASE | re.ASCII
 )
-_INFINITIES = {"infinity": "infinity", "+infinity": "infinity", "-infinity": "-infinity"}
 _DECIMALS = Context(prec=100_000, Emax=10**9, Emin=-(10**9))
 
 
@@ -492,149 +482,6 @@ class JsonbConverter(JsonConverter):
         raise ConversionError("slow path")
 
 
-class _TemporalConverter(Converter):
-    accepts: ClassVar[dict[str, str]] = {
-        "text": "ISO-8601 text (T or space; Z, ±HH:MM or no zone)",
-        "integer": "unix seconds",
-        "real": "unix seconds, or a Julian day",
-    }
-
-    def describe(self, storage: str) -> str | None:
-        text = super().describe(storage)
-        if storage == "text" and text:
-            zone = getattr(self.options.source_tz, "key", None) or str(self.options.source_tz)
-            return f"{text}; no zone means {zone}"
-        if storage == "real" and self.options.numeric_time != "auto":
-            return "Julian day" if self.options.numeric_time == "julianday" else "unix seconds"
-        if storage == "real":
-            return f"Julian day if between {JULIAN_RANGE[0]} and {JULIAN_RANGE[1]}, else unix seconds"
-        if storage == "integer" and self.options.numeric_time == "julianday":
-            return "Julian day"
-        return text
-
-    def instant(self, value: object) -> datetime | str:
-        """An aware datetime for the value, or 'infinity'/'-infinity'."""
-        if isinstance(value, str):
-            special = _INFINITIES.get(value.strip().lower())
-            if special:
-                return special
-            parsed = parse_iso_timestamp(value)
-            return self.from_parsed(parsed)
-        if isinstance(value, int | float):
-            return number_to_instant(value, self.options.numeric_time)
-        raise ConversionError(f"{storage_class(value)} cannot become {self.target.display}")
-
-    def fast_column(self, values: Sequence[object], suffix: str) -> list[str]:
-        """The column path for timestamps: naive text in UTC, or text marked UTC, only needs reshaping."""
-        precision = self.target.precision
-        if self.options.source_tz is not UTC or (precision is not None and precision < 6):
-            return super().column(values)
-        if self.target.not_null and None in values:
-            raise ConversionError("NULL")
-        return [NULL if value is None else iso_utc_wall_fast(value) + suffix for value in values]  # type: ignore[arg-type]
-
-    def from_parsed(self, parsed: ParsedTimestamp) -> datetime:
-        """The instant a parsed text stands for (no zone: the source time zone)."""
-        if parsed.zone is not None:
-            return parsed.wall.replace(tzinfo=parsed.zone)
-        return parsed.wall.replace(tzinfo=self.options.source_tz)
-
-
-def _checked_utc(instant: datetime) -> datetime:
-    try:
-        return instant.astimezone(UTC)
-    except OverflowError:
-        raise ConversionError("lies outside the years 1-9999 once converted to UTC") from None
-
-
-class TimestampTzConverter(_TemporalConverter):
-    """timestamp with time zone: every value becomes an instant, written in UTC."""
-
-    family = "timestamptz"
-
-    def column(self, values: Sequence[object]) -> list[str]:
-        return self.fast_column(values, "+00")
-
-    def value(self, value: object) -> str:
-        instant = self.instant(value)
-        if isinstance(instant, str):
-            return instant
-        wall = _checked_utc(instant).replace(tzinfo=None)
-        return pg_timestamp(round_to_precision(wall, self.target.precision)) + "+00"
-
-
-class TimestampConverter(_TemporalConverter):
-    """timestamp without time zone: wall-clock time in the source time zone (aware values converted)."""
-
-    family = "timestamp"
-
-    def column(self, values: Sequence[object]) -> list[str]:
-        return self.fast_column(values, "")
-
-    def value(self, value: object) -> str:
-        if isinstance(value, str) and value.strip().lower() not in _INFINITIES:
-            parsed = parse_iso_timestamp(value)
-            if parsed.zone is None:
-                return pg_timestamp(round_to_precision(parsed.wall, self.target.precision))
-        instant = self.instant(value)
-        if isinstance(instant, str):
-            return instant
-        try:
-            local = instant.astimezone(self.options.source_tz)
-        except OverflowError:
-            raise ConversionError("lies outside the years 1-9999 in the source time zone") from None
-        return pg_timestamp(round_to_precision(local.replace(tzinfo=None), self.target.precision))
-
-
-class DateConverter(_TemporalConverter):
-    """date: an ISO date, or a timestamp exactly at midnight (a time of day is never dropped)."""
-
-    family = "date"
-    accepts: ClassVar[dict[str, str]] = {
-        "text": "ISO-8601 date, or a timestamp at midnight",
-        "integer": "unix seconds at midnight",
-        "real": "Julian day or unix seconds, at midnight",
-    }
-
-    def value(self, value: object) -> str:
-        if isinstance(value, str):
-            special = _INFINITIES.get(value.strip().lower())
-            if special:
-                return special
-            wall = parse_iso_timestamp(value).wall
-        else:
-            instant = self.instant(value)
-            assert isinstance(instant, datetime)
-            try:
-                wall = instant.astimezone(self.options.source_tz).replace(tzinfo=None)
-            except OverflowError:
-                raise ConversionError("lies outside the years 1-9999") from None
-        if wall.time() != time(0):
-            raise ConversionError("has a time of day, which a date column would drop")
-        return wall.date().isoformat()
-
-
-class TimeConverter(Converter):
-    """time without time zone: 'HH:MM[:SS[.fff]]' text."""
-
-    family = "time"
-    accepts: ClassVar[dict[str, str]] = {"text": "'HH:MM[:SS[.ffffff]]' text"}
-
-    def value(self, value: object) -> str:
-        if not isinstance(value, str):
-            return super().value(value)
-        span = parse_iso_time(value)
-        precision = self.target.precision
-        if precision is not None and precision < 6:
-            scale = 10 ** (6 - precision)
-            span = timedelta(microseconds=(span // timedelta(microseconds=1) + scale // 2) // scale * scale)
-        if span >= timedelta(hours=24):
-            if span == timedelta(hours=24):
-                return "24:00:00"
-            raise ConversionError("has an invalid time of day")
-        return pg_time((datetime.min + span).time())
-
-
 class UuidConverter(Converter):
     """uuid from its text forms or a 16-byte BLOB."""
 
@@ -671,19 +518,18 @@ _FAMILIES: dict[str, type[Converter]] = {
     "bytea": BinaryConverter,
     "json": JsonConverter,
     "jsonb": JsonbConverter,
-    "timestamptz": TimestampTzConverter,
-    "timestamp": TimestampConverter,
-    "date": DateConverter,
-    "time": TimeConverter,
     "uuid": UuidConverter,
 }
 
 
 def converter_for(target: TargetType, options: ConversionOptions) -> Converter:
     """The converter for a target column type (types this tool does not parse pass as text)."""
+    from semantik_infra.sqlite_temporal import TEMPORAL_FAMILIES
+
     if target.enum:
         return EnumConverter(target, options)
-    return _FAMILIES.get(target.name, OpaqueConverter)(target, options)
+    family = _FAMILIES.get(target.name) or TEMPORAL_FAMILIES.get(target.name) or OpaqueConverter
+    return family(target, options)
 
 
 def is_secret_name(name: str) -> bool:
