@@ -311,6 +311,7 @@ def main() -> None:
             print(f"values differing from the source, {tool}: {differing} of {compared} ({detail})")
             if by_column:
                 print("  types:", ", ".join(f"{name} {types.get(name, '?')}" for name in sorted(by_column)))
+        print("\nours:\n" + outputs["ours"].strip())
         print("\npgloader's summary:\n" + "\n".join(outputs["pgloader"].strip().splitlines()[-14:]))
         admin.close()
     finally:

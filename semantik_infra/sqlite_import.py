@@ -53,10 +53,12 @@ from semantik_infra.sqlite_types import TypeMap
 
 LOCK_TIMEOUT = "30s"
 APPLICATION_NAME = "semantik-infra import-sqlite"
-# Every output format the converters reproduce, fixed for this session whatever the server's defaults.
+# Every output format the converters reproduce, fixed for this session whatever the server's defaults;
+# no statement timeout (one COPY of a big batch may take a while); a bounded wait for the app's locks.
 SESSION_OPTIONS = (
     "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=1 -c bytea_output=hex"
     " -c statement_timeout=0 -c idle_in_transaction_session_timeout=0 -c standard_conforming_strings=on"
+    f" -c lock_timeout={LOCK_TIMEOUT}"
 )
 
 Report = Callable[[str, float | None, str], None]
@@ -304,7 +306,6 @@ class SQLiteImport:
         try:
             with self.connection.cursor() as cursor:
                 with _database_errors(f"preparing {self.database}", NOTHING_IMPORTED):
-                    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
                     foreign_keys = self._prepare(cursor, plan)
                 for table in plan.tables:
                     result.tables.append(self._import_table(cursor, table, rejects, report, progress))

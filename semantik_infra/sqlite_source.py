@@ -248,15 +248,6 @@ class SQLiteSource:
             while rows := cursor.fetchmany(next(batch)):
                 yield rows
 
-    def row_by_offset(self, table: SourceTable, columns: list[str], offset: int) -> tuple:
-        """One row by its position in `rows` order (for naming a row PostgreSQL rejected)."""
-        key = quote(table.rowid) if table.rowid else _key_expression(table)
-        selected = ", ".join(quote(name) for name in columns) or "NULL"
-        with self.errors(f"reading {table.name}"):
-            return self.connection.execute(
-                f"SELECT {key}, {selected} FROM {quote(table.name)} LIMIT 1 OFFSET ?", (offset,)
-            ).fetchone()
-
 
 def _key_expression(table: SourceTable) -> str:
     # WITHOUT ROWID tables have a primary key; it names the row in messages.

@@ -126,8 +126,12 @@ def import_sqlite(
     )
     database = settings.database.database
 
+    progress = _RowProgress() if not json else None
+
     def say(text: str, seconds: float | None = None, status: str = "ok") -> None:
         if not json:
+            if progress is not None:
+                progress.done()  # clear the progress line; the next update redraws it
             _emit(status_line(status, text, seconds))
 
     with sigterm_as_interrupt(), SQLiteImport(settings, options) as importer:
@@ -145,8 +149,8 @@ def import_sqlite(
             action = "drop and recreate" if plan.create else "replace every row of"
             tables = ", ".join(plan.existing or plan.nonempty)
             confirm(f"{action} {tables} in database {database} with the data of {options.path}", yes=yes)
-        total = sum(table.rows for table in plan.tables)
-        progress = _RowProgress(len(plan.tables), total) if not json else None
+        if progress is not None:
+            progress.expect(len(plan.tables), sum(table.rows for table in plan.tables))
         try:
             result = importer.run(plan, report=say, progress=progress.table if progress else lambda _t, _n: None)
         finally:
@@ -195,12 +199,17 @@ def _zone(name: str) -> Any:
 class _RowProgress(Progress):
     """Rows and tables done and the rate, rewritten in place on a terminal."""
 
-    def __init__(self, tables: int, rows: int) -> None:
+    def __init__(self) -> None:
         super().__init__("importing")
-        self.tables, self.rows = tables, rows
+        self.tables = self.rows = 0
         self.before = 0  # rows of the tables already done
         self.index = 0
         self.current: Any = None
+
+    def expect(self, tables: int, rows: int) -> None:
+        """How many tables and rows the import will move; the clock starts now."""
+        self.tables, self.rows = tables, rows
+        self.start = time.monotonic()
 
     def table(self, table: Any, rows: int) -> None:
         """`rows` rows of `table` are done."""
