@@ -11,7 +11,8 @@ heap, which a million chunks exhaust) it is run again with the workaround its us
 use, smaller prefetch and batches, and that run is the one timed. Printed: wall time of each and
 the ratio (target: ours <= 1.0x pgloader's), peak RSS of each process, and, after reading every row
 back, how many values differ from what the source means (a boolean 1 is true, a timestamp without
-zone is UTC, JSON compares as JSON).
+zone is UTC, JSON compares as JSON). Last, both import the test suite's fixture (every conversion
+the import promises, a few rows each) and the rows that arrive are counted.
 Timings are noisy on shared machines: read the ratio. Needs `apt-get install pgloader`."""
 
 from __future__ import annotations
@@ -240,6 +241,47 @@ def count_differences(dsn: dict[str, str], source: Path) -> tuple[int, int, dict
     return compared, differing, by_column, types
 
 
+def fixture_comparison(cluster, admin, work: Path) -> None:  # type: ignore[no-untyped-def]
+    """Both tools on the test suite's fixture (every conversion the import promises): rows arriving."""
+    import psycopg2
+
+    from tests.integration.test_sqlite_import import build_sqlite
+
+    source = build_sqlite(work / "fixture.db")
+    for tool in ("ours", "pgloader"):
+        database = f"fixture_{tool}"
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {database}")
+            cursor.execute(f"CREATE DATABASE {database}")
+        if tool == "ours":
+            env = {
+                **cluster.environ,
+                "PYTHONPATH": str(REPO),
+                "POSTGRES_DB": database,
+                "SEMANTIK_PG_BACKEND": "external",
+            }
+            argv = [sys.executable, "-m", "semantik_infra", "postgres.import-sqlite", str(source), "--create-schema",
+                    "--decode-fallback", "cp1252"]  # fmt: skip
+        else:
+            env = {**os.environ, "PGPASSWORD": PASSWORD}
+            argv = ["pgloader", f"sqlite://{source}", f"postgresql://semantik@127.0.0.1:{cluster.port}/{database}"]
+        _, _, status, output = measured(argv, env, work)
+        connection = psycopg2.connect(**cluster.settings.database.with_database(database).libpq_params())
+        with connection.cursor() as cursor:
+            arrived = []
+            for table in ("collections", "kinds", "tags"):
+                cursor.execute(f"SELECT count(*) FROM {table}")
+                arrived.append(f"{table} {cursor.fetchone()[0]}")
+            cursor.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'f'")
+            keys = cursor.fetchone()[0]
+            cursor.execute("SELECT data_type FROM information_schema.columns WHERE column_name = 'ratio'")
+            ratio = cursor.fetchone()[0]
+        connection.close()
+        errors = sum("ERROR" in line for line in output.splitlines())
+        print(f"fixture, {tool}: exit {status}, rows {', '.join(arrived)} (of 2, 8, 3), {keys} of 2 foreign keys,"
+              f" REAL as {ratio}, {errors} ERROR lines")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000, help="chunks to generate (documents: rows/20)")
@@ -311,6 +353,8 @@ def main() -> None:
             print(f"values differing from the source, {tool}: {differing} of {compared} ({detail})")
             if by_column:
                 print("  types:", ", ".join(f"{name} {types.get(name, '?')}" for name in sorted(by_column)))
+        print()
+        fixture_comparison(cluster, admin, work)
         print("\nours:\n" + outputs["ours"].strip())
         print("\npgloader's summary:\n" + "\n".join(outputs["pgloader"].strip().splitlines()[-14:]))
         admin.close()

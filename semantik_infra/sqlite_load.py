@@ -207,8 +207,6 @@ class TableLoader:
     def _fast(self, rows: list[tuple]) -> list[bytes]:
         columns = list(zip(*rows, strict=True))[1:]
         fields = [converter.column(values) for converter, values in zip(self.converters, columns, strict=True)]
-        if not fields:
-            return [b""] * len(rows)
         return list(map(str.encode, map("\t".join, zip(*fields, strict=True))))
 
     def _careful(self, rows: list[tuple], record: bool) -> tuple[list[bytes], list[tuple]]:
@@ -303,8 +301,8 @@ class TableLoader:
                 if line is None or not 1 <= line <= len(lines):
                     raise self._copy_error(error, rows) from None
                 index = self._column_index(column)
-                shown = index is not None and not self.table.columns[index].secret
-                self.reject(rows[line - 1], index, postgres_reason(error, shown))
+                visible = index is not None and not self.table.columns[index].secret
+                self.reject(rows[line - 1], index, postgres_reason(error, visible))
                 del rows[line - 1]
                 converter = self.converters[index] if index is not None else None
                 if getattr(converter, "validate", True) is False:

@@ -168,6 +168,8 @@ def plan_existing(
             continue
         target = by_label[found]
         columns, skipped, unmatched = _match_columns(source, target, options)
+        if not columns:
+            raise DataImportError(f"{source.name}: none of its columns has a PostgreSQL counterpart in {target.label}")
         plan.tables.append(TablePlan(source, target, columns, counts[source.name], skipped_columns=skipped))
         if unmatched:
             if skip_missing:

@@ -351,9 +351,13 @@ def test_fast_column_path_agrees_with_careful_path(values, index):
     careful: list[str | None] = []
     for value in values:
         try:
-            careful.append(converter.one(value))
+            text = converter.one(value)
         except ConversionError:
             careful.append(None)
+            continue
+        text.encode()  # the careful path never lets invalid UTF-8 or a NUL through
+        assert "\x00" not in text
+        careful.append(text)
     try:
         fast = converter.column(tuple(values))
     except Exception:

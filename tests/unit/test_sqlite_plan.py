@@ -98,6 +98,12 @@ def test_missing_tables_and_columns_are_refused_or_skipped():
     assert "  extra: not imported" in lines and "logs: no PostgreSQL table, not imported (--skip-missing)" in lines
 
 
+def test_a_table_with_no_matching_column_is_refused():
+    schema = SourceSchema([table("t", column("a"))])
+    with pytest.raises(DataImportError, match="none of its columns"):
+        plan_existing(schema, [target("t", ("b", "text"))], {"t": 0}, OPTIONS, skip_missing=True)
+
+
 def test_not_null_columns_without_source_or_default_are_refused():
     schema = SourceSchema([table("users", column("id"))])
     strict = target("users", ("id", "text"), ("tenant", "int4"), not_null=("tenant",))
