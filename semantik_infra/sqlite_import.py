@@ -16,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
 
 from semantik_infra.config import Settings
 from semantik_infra.errors import ConfigError, DataImportError
+from semantik_infra.pg_text import NUMERIC_TIME_MODES
 from semantik_infra.sqlite_convert import ConversionOptions
 from semantik_infra.sqlite_load import RejectFile, TableLoader
 from semantik_infra.sqlite_plan import (
@@ -49,7 +51,7 @@ from semantik_infra.sqlite_target import (
     set_sequences,
     table_exists,
 )
-from semantik_infra.sqlite_types import TypeMap
+from semantik_infra.sqlite_types import TypeMap, parse_type_map
 
 LOCK_TIMEOUT = "30s"
 APPLICATION_NAME = "semantik-infra import-sqlite"
@@ -110,6 +112,54 @@ def default_sqlite_path(settings: Settings) -> Path:
     """SQLITE_PATH, resolved against the project directory (Settings keeps its value; it is no secret)."""
     path = Path(settings.values.get("SQLITE_PATH", "data/semantik.db")).expanduser()
     return path if path.is_absolute() else settings.project_dir / path
+
+
+def import_options(
+    settings: Settings,
+    *,
+    path: str | None,
+    create_schema: bool,
+    type_map: Sequence[str],
+    source_timezone: str,
+    numeric_time: str,
+    decode_fallback: str,
+    skip_missing: bool,
+    replace: bool,
+    reject_file: str,
+) -> ImportOptions:
+    """ImportOptions from the task's arguments, each checked: a bad one is a ConfigError naming it."""
+    import codecs
+
+    if type_map and not create_schema:
+        raise ConfigError("--type-map only applies with --create-schema (otherwise the target columns' types decide)")
+    if numeric_time not in NUMERIC_TIME_MODES:
+        raise ConfigError(f"--numeric-time {numeric_time!r}: use one of {', '.join(NUMERIC_TIME_MODES)}")
+    if decode_fallback:
+        try:
+            codecs.lookup(decode_fallback)
+        except LookupError:
+            raise ConfigError(f"--decode-fallback {decode_fallback!r}: no such encoding") from None
+    return ImportOptions(
+        path=Path(path).expanduser() if path else default_sqlite_path(settings),
+        create_schema=create_schema,
+        type_map=parse_type_map(type_map),
+        conversion=ConversionOptions(time_zone(source_timezone), numeric_time, decode_fallback or None),
+        skip_missing=skip_missing,
+        replace=replace,
+        reject_file=Path(reject_file).expanduser() if reject_file else None,
+    )
+
+
+def time_zone(name: str) -> tzinfo:
+    """--source-timezone: UTC, or an IANA zone name like Europe/Berlin."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() in ("UTC", "Z"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"--source-timezone {name!r}: unknown time zone (use a name like Europe/Berlin)") from None
 
 
 @contextlib.contextmanager
@@ -404,3 +454,63 @@ class SQLiteImport:
             "ok",
         )
         return result
+
+
+def plan_summary(plan: Plan, path: Path) -> dict[str, Any]:
+    """The plan as JSON-ready data (--dry-run --json)."""
+    return {
+        "source": str(path),
+        "mode": "create-schema" if plan.create else "existing-schema",
+        "tables": [
+            {
+                "source": table.source.name,
+                "target": table.target.label,
+                "rows": table.rows,
+                "columns": [
+                    {
+                        "source": column.source.name,
+                        "declared": column.source.declared,
+                        "target": column.target.name,
+                        "type": column.target.type.display,
+                        "storage": dict(table.storage.get(column.source.name, {})) if table.storage else None,
+                    }
+                    for column in table.columns
+                ],
+                "skipped_columns": table.skipped_columns,
+            }
+            for table in plan.tables
+        ],
+        "missing": plan.missing,
+        "not_imported": plan.not_imported,
+        "nonempty": plan.nonempty,
+        "existing": plan.existing,
+        "warnings": plan.warnings,
+        "sql_before": plan.create_statements,
+        "sql_after": plan.after_load,
+    }
+
+
+def result_summary(result: ImportResult, path: Path, database: str | None) -> dict[str, Any]:
+    """What an import did, as JSON-ready data (--json)."""
+    return {
+        "source": str(path),
+        "database": database,
+        "committed": True,
+        "seconds": round(result.seconds, 3),
+        "tables": [
+            {
+                "source": table.source,
+                "target": table.target,
+                "rows": table.rows,
+                "rejected": table.rejected,
+                "seconds": round(table.seconds, 3),
+                "rows_per_second": round(table.rate),
+                "verified": True,
+            }
+            for table in result.tables
+        ],
+        "rejected": result.rejected,
+        "reject_file": str(result.reject_file) if result.rejected else None,
+        "sequences": result.sequences,
+        "warnings": result.warnings,
+    }

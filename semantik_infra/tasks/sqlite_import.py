@@ -93,36 +93,30 @@ def import_sqlite(
     json: bool = False,
 ) -> None:
     """Import an SQLite database into PostgreSQL: one transaction, every table verified."""
-    import codecs
     import json as json_module
-    from pathlib import Path
 
     from semantik_infra.console import status_line
-    from semantik_infra.errors import ConfigError
-    from semantik_infra.pg_text import NUMERIC_TIME_MODES
-    from semantik_infra.sqlite_convert import ConversionOptions
-    from semantik_infra.sqlite_import import ImportOptions, SQLiteImport, default_sqlite_path, sigterm_as_interrupt
+    from semantik_infra.sqlite_import import (
+        SQLiteImport,
+        import_options,
+        plan_summary,
+        result_summary,
+        sigterm_as_interrupt,
+    )
     from semantik_infra.sqlite_plan import describe_plan
-    from semantik_infra.sqlite_types import parse_type_map
 
     settings = load()
-    if type_map and not create_schema:
-        raise ConfigError("--type-map only applies with --create-schema (otherwise the target columns' types decide)")
-    if numeric_time not in NUMERIC_TIME_MODES:
-        raise ConfigError(f"--numeric-time {numeric_time!r}: use one of {', '.join(NUMERIC_TIME_MODES)}")
-    if decode_fallback:
-        try:
-            codecs.lookup(decode_fallback)
-        except LookupError:
-            raise ConfigError(f"--decode-fallback {decode_fallback!r}: no such encoding") from None
-    options = ImportOptions(
-        path=Path(path).expanduser() if path else default_sqlite_path(settings),
+    options = import_options(
+        settings,
+        path=path,
         create_schema=create_schema,
-        type_map=parse_type_map(type_map or ()),
-        conversion=ConversionOptions(_zone(source_timezone), numeric_time, decode_fallback or None),
+        type_map=type_map or [],
+        source_timezone=source_timezone,
+        numeric_time=numeric_time,
+        decode_fallback=decode_fallback,
         skip_missing=skip_missing,
         replace=replace,
-        reject_file=Path(reject_file).expanduser() if reject_file else None,
+        reject_file=reject_file,
     )
     database = settings.database.database
 
@@ -138,7 +132,7 @@ def import_sqlite(
         plan = importer.plan(storage=dry_run)
         if dry_run:
             if json:
-                _emit(json_module.dumps(_plan_json(plan, options.path), indent=2))
+                _emit(json_module.dumps(plan_summary(plan, options.path), indent=2))
             else:
                 _emit("\n".join(describe_plan(plan)))
                 say("dry run: nothing was changed", status="info")
@@ -158,7 +152,7 @@ def import_sqlite(
                 progress.done()
     rows = sum(table.rows for table in result.tables)
     if json:
-        _emit(json_module.dumps(_result_json(result, options.path, database), indent=2))
+        _emit(json_module.dumps(result_summary(result, options.path, database), indent=2))
         return
     if result.sequences:
         say(f"set {len(result.sequences)} sequences past the highest imported ids")
@@ -180,20 +174,6 @@ def _emit(text: str) -> None:
         print(text, flush=True)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _zone(name: str) -> Any:
-    from datetime import UTC
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    from semantik_infra.errors import ConfigError
-
-    if name.upper() in ("UTC", "Z"):
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"--source-timezone {name!r}: unknown time zone (use a name like Europe/Berlin)") from None
 
 
 class _RowProgress(Progress):
@@ -226,61 +206,3 @@ class _RowProgress(Progress):
             f" {done / elapsed if elapsed else 0:,.0f} rows/s, {format_duration(elapsed)}   "
         )
         self.stream.flush()
-
-
-def _plan_json(plan: Any, path: Any) -> dict[str, Any]:
-    return {
-        "source": str(path),
-        "mode": "create-schema" if plan.create else "existing-schema",
-        "tables": [
-            {
-                "source": table.source.name,
-                "target": table.target.label,
-                "rows": table.rows,
-                "columns": [
-                    {
-                        "source": column.source.name,
-                        "declared": column.source.declared,
-                        "target": column.target.name,
-                        "type": column.target.type.display,
-                        "storage": dict(table.storage.get(column.source.name, {})) if table.storage else None,
-                    }
-                    for column in table.columns
-                ],
-                "skipped_columns": table.skipped_columns,
-            }
-            for table in plan.tables
-        ],
-        "missing": plan.missing,
-        "not_imported": plan.not_imported,
-        "nonempty": plan.nonempty,
-        "existing": plan.existing,
-        "warnings": plan.warnings,
-        "sql_before": plan.create_statements,
-        "sql_after": plan.after_load,
-    }
-
-
-def _result_json(result: Any, path: Any, database: str | None) -> dict[str, Any]:
-    return {
-        "source": str(path),
-        "database": database,
-        "committed": True,
-        "seconds": round(result.seconds, 3),
-        "tables": [
-            {
-                "source": table.source,
-                "target": table.target,
-                "rows": table.rows,
-                "rejected": table.rejected,
-                "seconds": round(table.seconds, 3),
-                "rows_per_second": round(table.rate),
-                "verified": True,
-            }
-            for table in result.tables
-        ],
-        "rejected": result.rejected,
-        "reject_file": str(result.reject_file) if result.rejected else None,
-        "sequences": result.sequences,
-        "warnings": result.warnings,
-    }
