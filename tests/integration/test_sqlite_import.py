@@ -432,6 +432,29 @@ def test_reject_file_sets_bad_rows_aside_and_the_rest_arrives(target: Target, fi
     assert sorted(target.sql("SELECT kind_id, tag FROM tags")) == TAGS
 
 
+def test_a_role_that_does_not_own_the_tables_imports_with_the_foreign_keys_in_place(target: Target, fixture_db: Path):
+    # The application's migrations ran as the owner; the import runs as a role with only DML rights,
+    # so the foreign keys cannot be dropped: the tables are loaded parents first instead.
+    role, password = f"loader_{secrets.token_hex(4)}", "loader-pw:/@ x"
+    target.sql(POSTGRES_SCHEMA)
+    target.sql(
+        f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}';"
+        f' GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO "{role}";'
+        f' GRANT USAGE, UPDATE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"'
+    )
+    try:
+        loader = {"POSTGRES_USER": role, "POSTGRES_PASSWORD": password}
+        first = target.run(str(fixture_db), "--decode-fallback", "cp1252", **loader)
+        assert first.returncode == 0, first.stdout + first.stderr
+        _check_kinds(target, DOC_EXISTING, AMOUNT_EXISTING)
+        again = target.run(str(fixture_db), "--decode-fallback", "cp1252", "--replace", "--yes", **loader)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert sorted(target.sql("SELECT kind_id, tag FROM tags")) == TAGS
+        assert password not in first.stdout + first.stderr + again.stdout + again.stderr
+    finally:
+        target.sql(f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+
+
 def test_json_that_postgresql_refuses_names_the_row_or_is_set_aside(target: Target, tmp_path: Path):
     # --create-schema makes doc a json column, which PostgreSQL's json input checks during COPY.
     path = tmp_path / "docs.db"
