@@ -81,7 +81,7 @@ class TargetType:
     name: str  # pg_type.typname of the base type: int4, varchar, timestamptz, ...
     display: str  # format_type(): 'integer', 'character varying(20)'
     length: int | None = None  # varchar(n) / char(n)
-    precision: int | None = None  # numeric(p, s)
+    precision: int | None = None  # numeric(p, s), timestamp(p), time(p)
     scale: int | None = None
     labels: tuple[str, ...] = ()  # enum labels
     enum: bool = False
