@@ -27,3 +27,7 @@ class BackupError(InfraError):
 
 class DatabaseError(InfraError):
     """Connecting to or querying the database failed."""
+
+
+class DataImportError(InfraError):
+    """Importing an SQLite file failed or was refused; the target database is unchanged."""

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from semantik_infra.tasks import backup, env, postgres, setup, test
+from semantik_infra.tasks import backup, env, postgres, setup, sqlite_import, test
 
 
 def build_namespace() -> Collection:
     """The root collection with every task collection."""
     postgres_tasks = Collection.from_module(postgres)
-    for extra in (backup.backup, backup.backups, backup.restore):
+    for extra in (backup.backup, backup.backups, backup.restore, sqlite_import.import_sqlite):
         postgres_tasks.add_task(extra)
     return Collection(
         setup.onboard,
