@@ -122,12 +122,20 @@ def destroy_cluster(cluster: RunningCluster) -> None:
     shutil.rmtree(cluster.project_dir, ignore_errors=True)
 
 
-# For tests of code that does not depend on the server's binaries (archive checks, pools, retries):
-# they use `pg_cluster` for a server, and one backend is enough to keep the suite fast.
-native_cluster_only = pytest.mark.parametrize("pg_cluster", ["native"], indirect=True)
+# For tests of code that does not depend on the server's binaries (archive checks, pools, retries,
+# plain SQL): they use `pg_cluster` for a server, and one backend is enough to keep the suite fast.
+# A marker rather than a parametrization, so it can mark a whole module, fixtures included.
+native_cluster_only = pytest.mark.native_only
 
 
-@pytest.fixture(scope="session", params=LOCAL_BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`pg_cluster` runs once per local backend, or on native only for `native_only` tests."""
+    if "pg_cluster" in metafunc.fixturenames:
+        backends = ["native"] if metafunc.definition.get_closest_marker("native_only") else list(LOCAL_BACKENDS)
+        metafunc.parametrize("pg_cluster", backends, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def pg_cluster(request: pytest.FixtureRequest) -> Iterator[RunningCluster]:
     """A real PostgreSQL server for the whole session (hostile password), once per local backend."""
     cluster = start_cluster(backend=request.param)

@@ -25,9 +25,10 @@ from semantik_infra.pg_text import (
     to_float4,
 )
 from semantik_infra.sqlite_import import SESSION_OPTIONS
-from tests.conftest import RunningCluster
+from tests.conftest import RunningCluster, native_cluster_only
 
-pytestmark = pytest.mark.integration
+# The importer talks SQL only: one local backend is enough.
+pytestmark = [pytest.mark.integration, native_cluster_only]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

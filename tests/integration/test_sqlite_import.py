@@ -23,9 +23,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from tests.conftest import HOSTILE_PASSWORD, REPO, RunningCluster, make_project_dir, run_task
+from tests.conftest import HOSTILE_PASSWORD, REPO, RunningCluster, make_project_dir, native_cluster_only, run_task
 
-pytestmark = pytest.mark.integration
+# The importer talks SQL only: one local backend is enough.
+pytestmark = [pytest.mark.integration, native_cluster_only]
 
 SQLITE_SCHEMA = """
 CREATE TABLE collections (
