@@ -27,3 +27,7 @@ class BackupError(InfraError):
 
 class DatabaseError(InfraError):
     """Connecting to or querying the database failed."""
+
+
+class Cancelled(InfraError):
+    """The user declined a confirmation prompt: nothing was changed. Not an error, but not success."""
