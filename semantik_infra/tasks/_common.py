@@ -101,16 +101,20 @@ def infra_task(body: F) -> F:
 def stdout_closed() -> bool:
     """True if stdout's reader went away (`| head`); then stdout is pointed at /dev/null so the
     interpreter's final flush stays quiet."""
+    import select
+
     try:
-        sys.stdout.flush()
-        return False
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return True
+        fd = sys.stdout.fileno()
     except (OSError, ValueError):
         return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    if not any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)):
+        return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
 
 
 def load() -> Settings:
