@@ -239,10 +239,7 @@ def recover_password(environ: Mapping[str, str], cwd: Path, report: Reporter = q
         check_rotatable(settings)
         found = project_data(settings)
         if not found:
-            raise BackendError(
-                "this project has no cluster to recover (no native data directory, no docker volume):"
-                " `inv postgres.up` creates one with the password in .env"
-            )
+            raise BackendError(_nothing_to_recover(settings))
         settings = _with_cluster_facts(settings, environ, cwd, report)
         backend = select_backend(settings)
         user = settings.database.username or ""
@@ -257,6 +254,23 @@ def recover_password(environ: Mapping[str, str], cwd: Path, report: Reporter = q
             raise ConfigError("the server is external: recover its password where it runs")
         backend.wait_until_ready(30)
     return Recovery(backend.name, backend.data_location)
+
+
+def _nothing_to_recover(settings: Settings) -> str:
+    from semantik_infra.backends.docker import project_volumes
+
+    message = (
+        f"no cluster of this project found (no native data directory {settings.data_dir}, no docker volume"
+        f" for COMPOSE_PROJECT_NAME={settings.compose.project})"
+    )
+    volumes = project_volumes()
+    if volumes:
+        projects = ", ".join(sorted(volumes))
+        return (
+            f"{message}: if yours runs in docker under another compose project, set COMPOSE_PROJECT_NAME to it"
+            f" and run this again (compose projects with a PostgreSQL volume here: {projects})"
+        )
+    return f"{message}: `inv postgres.up` creates one with the password in .env"
 
 
 def _recover_native(backend: Backend, user: str, verifier: str, report: Reporter) -> None:

@@ -170,6 +170,8 @@ def cluster_facts(settings: Settings) -> dict[str, str]:
         return {}
     backend = found[0].backend
     facts = {"SEMANTIK_PG_BACKEND": backend}
+    if backend == "docker":
+        facts["COMPOSE_PROJECT_NAME"] = settings.compose.project
     port = _native_port(settings) if backend == "native" else _docker_port(settings)
     if port is not None and not settings.database_source.startswith("DATABASE_URL"):
         facts["POSTGRES_PORT"] = str(port)

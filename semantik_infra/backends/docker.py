@@ -146,6 +146,26 @@ def running_container(settings: Settings) -> tuple[int, str] | None:
         client.close()
 
 
+def project_volumes() -> dict[str, str]:
+    """compose project -> volume name, for every compose project on this engine with a postgres-data
+    volume (empty without an engine): candidates when the project name was lost with .env."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+    except Exception:  # no SDK or no engine: no volumes to offer
+        return {}
+    try:
+        volumes = client.volumes.list(filters={"label": "com.docker.compose.volume=postgres-data"})
+        return {
+            (volume.attrs.get("Labels") or {}).get("com.docker.compose.project", "?"): volume.name for volume in volumes
+        }
+    except Exception:  # an engine that stops answering offers nothing
+        return {}
+    finally:
+        client.close()
+
+
 def _short(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:200]
