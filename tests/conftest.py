@@ -134,26 +134,38 @@ def project_dir() -> Iterator[Path]:
 # started this way reach the task's first line within microseconds of each other, as two
 # terminals hitting Enter together would if the interpreter cost nothing to start.
 _LAUNCHER = """
-import os, sys
-import dotenv, psycopg2, sqlalchemy
-import semantik_infra.cli, semantik_infra.config, semantik_infra.envfile, semantik_infra.onboard
-import semantik_infra.backends.native, semantik_infra.secrets, semantik_infra.diagnostics
+import importlib, os, sys
+for module in sys.argv[3].split(","):
+    importlib.import_module(module)
 os.write(int(sys.argv[1]), b"r")
 os.read(int(sys.argv[2]), 1)
-sys.argv = ["semantik-infra", *sys.argv[3:]]
-semantik_infra.cli.main()
+sys.argv = ["semantik-infra", *sys.argv[4:]]
+importlib.import_module("semantik_infra.cli").main()
 """
+WARM_FOR_ENV = ("semantik_infra.cli", "semantik_infra.config", "semantik_infra.envfile", "semantik_infra.secrets")
+WARM_FOR_SERVER = (
+    *WARM_FOR_ENV,
+    "psycopg2",
+    "sqlalchemy",
+    "semantik_infra.onboard",
+    "semantik_infra.backends.native",
+    "semantik_infra.diagnostics",
+)
 
 
 def run_tasks_together(
-    runs: list[tuple[list[str], Mapping[str, str], Path]], timeout: float = 300
+    runs: list[tuple[list[str], Mapping[str, str], Path]],
+    *,
+    warm: tuple[str, ...] = WARM_FOR_SERVER,
+    timeout: float = 300,
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Start one process per (args, environ, cwd), release them at the same instant, collect the results."""
+    """Start one process per (args, environ, cwd), import `warm` in each, release them at the same
+    instant, collect the results."""
     ready_read, ready_write = os.pipe()
     go_read, go_write = os.pipe()
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _LAUNCHER, str(ready_write), str(go_read), *args],
+            [sys.executable, "-c", _LAUNCHER, str(ready_write), str(go_read), ",".join(warm), *args],
             cwd=cwd,
             env={**environ, "PYTHONPATH": str(REPO)},
             stdin=subprocess.DEVNULL,

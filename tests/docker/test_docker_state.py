@@ -22,7 +22,9 @@ def test_onboard_flags_are_recorded_and_a_lost_env_is_recovered_in_the_container
     project = make_project_dir("semantik-docker-")
     name = f"sitest{secrets.token_hex(4)}"
     port = free_port()
-    environ = clean_environ(SEMANTIK_PROJECT_DIR=str(project), COMPOSE_FILES=str(COMPOSE_FILE), POSTGRES_IMAGE=test_image)
+    environ = clean_environ(
+        SEMANTIK_PROJECT_DIR=str(project), COMPOSE_FILES=str(COMPOSE_FILE), POSTGRES_IMAGE=test_image
+    )
     try:
         onboarded = run_task(
             "onboard", "--backend", "docker", "--port", str(port), "--project-name", name, environ=environ, cwd=project
@@ -37,9 +39,12 @@ def test_onboard_flags_are_recorded_and_a_lost_env_is_recovered_in_the_container
         assert f"recorded:  SEMANTIK_PG_BACKEND=docker, POSTGRES_PORT={port}, COMPOSE_PROJECT_NAME={name}" in (
             onboarded.stdout
         )
-        with psycopg2.connect(
-            host="127.0.0.1", port=port, user="semantik", dbname="semantik", password=values["POSTGRES_PASSWORD"]
-        ) as connection, connection.cursor() as cursor:
+        with (
+            psycopg2.connect(
+                host="127.0.0.1", port=port, user="semantik", dbname="semantik", password=values["POSTGRES_PASSWORD"]
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
             cursor.execute("CREATE TABLE keep (note text); INSERT INTO keep VALUES ('still here')")
 
         (project / ".env").unlink()
@@ -57,9 +62,12 @@ def test_onboard_flags_are_recorded_and_a_lost_env_is_recovered_in_the_container
             str(port),
             name,
         )
-        with psycopg2.connect(
-            host="127.0.0.1", port=port, user="semantik", dbname="semantik", password=values["POSTGRES_PASSWORD"]
-        ) as connection, connection.cursor() as cursor:
+        with (
+            psycopg2.connect(
+                host="127.0.0.1", port=port, user="semantik", dbname="semantik", password=values["POSTGRES_PASSWORD"]
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
             cursor.execute("SELECT note FROM keep")
             assert cursor.fetchall() == [("still here",)]
 

@@ -118,9 +118,7 @@ def test_shell_passes_psql_exit_status_through_after_ctrl_c(pg_cluster):
     assert "canceling statement due to user request" in output, output
     assert "interrupted" not in output, output
     assert code == 0, output
-    failing = run_task(
-        "postgres.shell", "-c", "SELECT 1/0", environ=pg_cluster.environ, cwd=pg_cluster.project_dir
-    )
+    failing = run_task("postgres.shell", "-c", "SELECT 1/0", environ=pg_cluster.environ, cwd=pg_cluster.project_dir)
     assert failing.returncode == 1 and "division by zero" in failing.stderr
 
 
@@ -134,7 +132,11 @@ def test_a_stopped_server_says_inv_postgres_up(tmp_path):
             POSTGRES_PORT="1",
             POSTGRES_PASSWORD="x" * 30,
         )
-        for args in (["postgres.backup"], ["postgres.shell", "-c", "SELECT 1"], ["postgres.restore", "latest", "--yes"]):
+        for args in (
+            ["postgres.backup"],
+            ["postgres.shell", "-c", "SELECT 1"],
+            ["postgres.restore", "latest", "--yes"],
+        ):
             result = run_task(*args, environ=environ, cwd=project)
             assert result.returncode == 1, (args, result.stderr)
             assert result.stderr.strip() == (

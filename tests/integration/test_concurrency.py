@@ -11,12 +11,12 @@ import psycopg2
 import pytest
 from dotenv import dotenv_values
 
-from tests.conftest import cluster_environ, free_port, make_project_dir, run_task, run_tasks_together
+from tests.conftest import WARM_FOR_ENV, cluster_environ, free_port, make_project_dir, run_task, run_tasks_together
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ENV_INIT_TRIALS = 10
-ONBOARD_TRIALS = 4
+ENV_INIT_TRIALS = 20
+ONBOARD_TRIALS = 3
 
 
 def test_parallel_env_init_generates_the_secrets_once():
@@ -25,7 +25,7 @@ def test_parallel_env_init_generates_the_secrets_once():
         try:
             environ = cluster_environ(project, free_port())
             del environ["POSTGRES_PASSWORD"]
-            results = run_tasks_together([(["env.init"], environ, project)] * 4)
+            results = run_tasks_together([(["env.init"], environ, project)] * 4, warm=WARM_FOR_ENV)
             for result in results:
                 assert result.returncode == 0, (trial, result.stdout, result.stderr)
             generated = [r for r in results if "generated POSTGRES_PASSWORD, BACKUP_ENCRYPTION_KEY" in r.stdout]

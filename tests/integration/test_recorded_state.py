@@ -50,7 +50,9 @@ def onboarded() -> Iterator[Onboarded]:
     try:
         yield Onboarded(project, environ, port)
     finally:
-        run_task("postgres.down", "--volumes", "--yes", environ={**environ, "SEMANTIK_PG_BACKEND": "native"}, cwd=project)
+        run_task(
+            "postgres.down", "--volumes", "--yes", environ={**environ, "SEMANTIK_PG_BACKEND": "native"}, cwd=project
+        )
         shutil.rmtree(project, ignore_errors=True)
 
 
@@ -74,7 +76,9 @@ def test_onboard_records_the_port_and_backend_it_used(onboarded: Onboarded):
 
 def test_status_warns_when_the_server_runs_on_another_port(onboarded: Onboarded):
     other = free_port()
-    result = run_task("postgres.status", environ={**onboarded.environ, "POSTGRES_PORT": str(other)}, cwd=onboarded.project)
+    result = run_task(
+        "postgres.status", environ={**onboarded.environ, "POSTGRES_PORT": str(other)}, cwd=onboarded.project
+    )
     assert result.returncode == 0, result.stdout
     assert f"port:     {onboarded.port}" in result.stdout
     assert (
@@ -116,7 +120,10 @@ def test_doctor_identifies_our_server_by_its_data_directory(onboarded: Onboarded
     assert code == 1
     [port] = [f for f in findings if f["area"] == "port"]
     assert port["status"] == "fail", port
-    assert port["summary"].startswith(f"this project's server (pid ") and f"runs on port {onboarded.port}" in port["summary"]
+    assert (
+        port["summary"].startswith("this project's server (pid ")
+        and f"runs on port {onboarded.port}" in port["summary"]
+    )
     assert f"POSTGRES_PORT is {pg_cluster.port}" in port["summary"]
     _, findings = doctor(onboarded.environ, onboarded.project)
     [port] = [f for f in findings if f["area"] == "port"]

@@ -39,7 +39,7 @@ def test_every_written_value_reads_back_exactly(value):
         "K='single $HOME \\n kept'",
         "K='it\\'s'",
         'K="double \\" \\n \\t \\\\ \\x kept"',
-        "K=\"quoted\"  # comment",
+        'K="quoted"  # comment',
         "  K=indented",
         "K=a'b\"c",
         "K=https://user:pw@host:5432/db?sslmode=require",
