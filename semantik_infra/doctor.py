@@ -175,11 +175,7 @@ def check_backend(report: DoctorReport, settings: Settings) -> str | None:
             report.add("backend", FAIL, str(error))
             return None
         name = choice.backend
-        report.add(
-            "backend",
-            OK,
-            f"auto resolves to the {name} backend: {choice.reason}",
-        )
+        report.add("backend", OK, f"auto resolves to the {name} backend: {choice.reason}")
     if name == "docker":
         _check_docker(report, settings)
     elif name == "native":
@@ -302,11 +298,7 @@ def our_server(settings: Settings, backend_name: str) -> tuple[int, str] | None:
         return postmaster.port, f"pid {postmaster.pid}, data directory {settings.data_dir}"
     from semantik_infra.backends.docker import running_container
 
-    try:
-        found = running_container(settings)
-    except InfraError:
-        return None
-    return found
+    return running_container(settings)
 
 
 def listening_process(port: int) -> tuple[int, str] | None:

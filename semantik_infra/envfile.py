@@ -230,7 +230,7 @@ def writable_target(path: Path, *, follow_symlinks: bool = False) -> Path:
     if not follow_symlinks:
         raise ConfigError(
             f"{path} is a symbolic link to {target}: refusing to replace it with a regular file"
-            " (pass --follow-symlinks to write to the link's target instead)"
+            " (`inv env.init --follow-symlinks` writes to the link's target instead)"
         )
     return target
 

@@ -15,7 +15,7 @@ import hmac
 import os
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,6 @@ from semantik_infra.config import Settings, load_settings, source_label
 from semantik_infra.errors import BackendError, ConfigError, InfraError
 
 if TYPE_CHECKING:
-    from semantik_infra.backends import Backend
     from semantik_infra.backup import BackupEntry
     from semantik_infra.envfile import EnvUpdate
 
@@ -211,20 +210,20 @@ def _alter_password(connection: Any, user: str, password: str) -> None:
 # --- recovery ------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Recovery:
-    """What `recover_password` did."""
+    """Which backend's cluster accepts the env file's password again, and where its data is."""
 
     backend: str
     location: str
-    recorded: tuple[str, ...] = ()
-    steps: list[str] = field(default_factory=list)
 
 
 def recover_password(environ: Mapping[str, str], cwd: Path, report: Reporter = quiet) -> Recovery:
     """Make the cluster's password the env file's POSTGRES_PASSWORD (creating the file and a password
     if they are missing) without knowing the old one: for a lost or overwritten .env."""
     from semantik_infra.backends import project_data, select_backend
+    from semantik_infra.backends.docker import DockerBackend
+    from semantik_infra.backends.native import NativeBackend
     from semantik_infra.config import env_file_chain, find_project_dir
     from semantik_infra.envfile import prepare_env_file
     from semantik_infra.locking import project_lock
@@ -244,11 +243,15 @@ def recover_password(environ: Mapping[str, str], cwd: Path, report: Reporter = q
         backend = select_backend(settings)
         user = settings.database.username or ""
         verifier = scram_verifier(settings.database.password.reveal())
-        if backend.name == "native":
-            _recover_native(backend, user, verifier, report)
-        elif backend.name == "docker":
-            backend.start_container(report)  # type: ignore[attr-defined]
-            backend.set_password_in_container(user, verifier)  # type: ignore[attr-defined]
+        if isinstance(backend, NativeBackend):
+            if backend.is_running():
+                backend.stop(report)  # single-user mode needs the cluster to itself
+            backend.set_password_offline(user, verifier)
+            report(f"set the password of {user} in single-user mode", None)
+            backend.start(report)
+        elif isinstance(backend, DockerBackend):
+            backend.start_container(report)
+            backend.set_password_in_container(user, verifier)
             report(f"set the password of {user} inside the container", None)
         else:
             raise ConfigError("the server is external: recover its password where it runs")
@@ -271,15 +274,6 @@ def _nothing_to_recover(settings: Settings) -> str:
             f" and run this again (compose projects with a PostgreSQL volume here: {projects})"
         )
     return f"{message}: `inv postgres.up` creates one with the password in .env"
-
-
-def _recover_native(backend: Backend, user: str, verifier: str, report: Reporter) -> None:
-    was_running = backend.is_running()  # type: ignore[attr-defined]
-    if was_running:
-        backend.stop(report)
-    backend.set_password_offline(user, verifier)  # type: ignore[attr-defined]
-    report(f"set the password of {user} in single-user mode", None)
-    backend.start(report)
 
 
 def _with_cluster_facts(settings: Settings, environ: Mapping[str, str], cwd: Path, report: Reporter) -> Settings:

@@ -5,6 +5,7 @@ way to get a connectable string. Pure functions only: nothing here touches the n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -242,6 +243,8 @@ def check_query(query: tuple[tuple[str, str], ...], where: str) -> None:
 
     asyncpg's spellings (ssl, timeout) count as the libpq parameters they stand for.
     """
+    if not query:
+        return
     from psycopg2 import ProgrammingError
     from psycopg2.extensions import make_dsn, parse_dsn
 
@@ -250,13 +253,15 @@ def check_query(query: tuple[tuple[str, str], ...], where: str) -> None:
         label = key if name == key else f"{key} ({name})"
         if name in ("password", "user", "dbname", "port"):
             raise ConfigError(f"{where}: put the {name} in the URL itself, not in ?{key}=")
+        if "\0" in value:
+            raise ConfigError(f"{where}: ?{key}= holds a NUL character")
         try:
             parse_dsn(make_dsn(**{name: value}))
         except ProgrammingError:
             raise ConfigError(f"{where}: ?{key}= is not a libpq connection parameter") from None
         if name in _WHOLE_NUMBER_PARAMS:
             low, high = _WHOLE_NUMBER_PARAMS[name]
-            if not value.strip().isdigit() or not low <= int(value) <= high:
+            if not re.fullmatch(r"\s*[0-9]+\s*", value) or not low <= int(value) <= high:
                 raise ConfigError(f"{where}: {label}={value!r} is not a whole number from {low} to {high}")
         if name in _CHOICE_PARAMS and value not in _CHOICE_PARAMS[name]:
             raise ConfigError(f"{where}: {label}={value!r} must be one of: {', '.join(_CHOICE_PARAMS[name])}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 HEALTH_POLL_SECONDS = 0.25
+# compose labels every volume with the name it has in the compose file.
+VOLUME_LABEL = "com.docker.compose.volume=postgres-data"
 LOG_LINES_ON_FAILURE = 20
 
 
@@ -96,24 +98,29 @@ def volume_name(settings: Settings) -> str:
     return f"{settings.compose.project}_postgres-data"
 
 
-def volume_exists(name: str) -> bool:
-    """True if an answering Docker engine has this volume; False without an engine."""
+@contextlib.contextmanager
+def _engine_if_any() -> Iterator[DockerClient | None]:
+    """A client of the Docker engine, or None when there is no SDK or no engine; closed afterwards."""
     try:
         import docker
-        from docker.errors import NotFound
 
         client = docker.from_env(timeout=5)
-    except Exception:  # no SDK or no engine: there is no volume we could use either
-        return False
+    except Exception:  # no SDK or no engine: the callers' answer is "nothing there"
+        yield None
+        return
     try:
-        client.volumes.get(name)
-        return True
-    except NotFound:
-        return False
-    except Exception:  # an engine that does not answer holds nothing we can reach
-        return False
+        yield client
     finally:
         client.close()
+
+
+def volume_exists(name: str) -> bool:
+    """True if an answering Docker engine has this volume; False without an engine."""
+    with _engine_if_any() as client:
+        try:
+            return client is not None and bool(client.volumes.get(name))
+        except Exception:  # not found, or an engine that stops answering: nothing we can use
+            return False
 
 
 def project_container(client: DockerClient, settings: Settings) -> Container | None:
@@ -128,42 +135,26 @@ def project_container(client: DockerClient, settings: Settings) -> Container | N
 
 def running_container(settings: Settings) -> tuple[int, str] | None:
     """(published port, 'container NAME') of this project's running container; None without one."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-    except Exception:  # no SDK or no engine: no container of ours runs
-        return None
-    try:
-        container = project_container(client, settings)
+    with _engine_if_any() as client:
+        try:
+            container = project_container(client, settings) if client is not None else None
+        except Exception:  # an engine that stops answering: nothing we can point at
+            return None
         if container is None or container.status != "running":
             return None
         port = published_port(container)
         return (port, f"container {container.name}") if port else None
-    except Exception:  # an engine that stops answering: nothing we can point at
-        return None
-    finally:
-        client.close()
 
 
 def project_volumes() -> dict[str, str]:
     """compose project -> volume name, for every compose project on this engine with a postgres-data
     volume (empty without an engine): candidates when the project name was lost with .env."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-    except Exception:  # no SDK or no engine: no volumes to offer
-        return {}
-    try:
-        volumes = client.volumes.list(filters={"label": "com.docker.compose.volume=postgres-data"})
-        return {
-            (volume.attrs.get("Labels") or {}).get("com.docker.compose.project", "?"): volume.name for volume in volumes
-        }
-    except Exception:  # an engine that stops answering offers nothing
-        return {}
-    finally:
-        client.close()
+    with _engine_if_any() as client:
+        try:
+            volumes = client.volumes.list(filters={"label": VOLUME_LABEL}) if client else []
+        except Exception:  # an engine that stops answering offers nothing
+            return {}
+        return {(v.attrs.get("Labels") or {}).get("com.docker.compose.project", "?"): v.name for v in volumes}
 
 
 def _short(error: Exception) -> str:

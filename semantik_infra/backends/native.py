@@ -337,8 +337,8 @@ class NativeBackend(Backend):
         else:
             facts["port"] = f"{self.port} (configured)"
         facts["log"] = str(self.log_file)
-        warnings = (self.port_mismatch(),) if postmaster and postmaster.port != self.port else ()
-        return BackendStatus(self.name, postmaster is not None, facts, tuple(w for w in warnings if w))
+        mismatch = self.port_mismatch() if postmaster else None
+        return BackendStatus(self.name, postmaster is not None, facts, (mismatch,) if mismatch else ())
 
     def port_mismatch(self) -> str | None:
         """Why the running server cannot be reached at the configured port, if it runs on another."""

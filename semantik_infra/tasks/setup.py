@@ -24,13 +24,14 @@ def _quick_connection_test(settings: Settings) -> None:
         raise DatabaseError(f"{failed.name}: {failed.summary}" + (f" ({failed.hint})" if failed.hint else ""))
 
 
-def _diagnose() -> DoctorReport:
+def _diagnose(overrides: dict[str, str] | None = None) -> DoctorReport:
     import os
     from pathlib import Path
 
     from semantik_infra.doctor import connection_finding, diagnose_project
 
-    return diagnose_project(os.environ, Path.cwd(), connection_check=connection_finding)
+    environ = {**os.environ, **(overrides or {})}
+    return diagnose_project(environ, Path.cwd(), connection_check=connection_finding)
 
 
 def _requested(backend: str, port: int, project_name: str) -> dict[str, str]:
@@ -76,7 +77,7 @@ def onboard(c: Context, backend: str = "", port: int = 0, project_name: str = ""
         result = run_onboard(os.environ, Path.cwd(), step, connection_test=_quick_connection_test, requested=requested)
     except StepFailed as failure:
         step(f"onboarding stopped at {failure}", status="fail")
-        hints = render_findings(_diagnose().findings, problems_only=True)
+        hints = render_findings(_diagnose(requested).findings, problems_only=True)
         if hints:
             print("doctor says:\n" + "\n".join(hints))
         raise Exit(code=failure.exit_code) from None

@@ -99,3 +99,10 @@ def test_auto_stays_with_this_projects_docker_volume(test_image: str):
     finally:
         subprocess.run(["docker", "volume", "rm", "-f", volume], check=False, capture_output=True)
         shutil.rmtree(project, ignore_errors=True)
+
+
+def test_pulling_is_shown_as_under_way_not_done(docker_project):
+    result = docker_project.run("postgres.up", POSTGRES_IMAGE="semantik-infra/no-such-image:0")
+    assert result.returncode == 1
+    assert "· pulling semantik-infra/no-such-image:0 …" in result.stdout
+    assert "✓ pulling" not in result.stdout

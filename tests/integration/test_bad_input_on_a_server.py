@@ -145,3 +145,15 @@ def test_a_stopped_server_says_inv_postgres_up(tmp_path):
             ), args
     finally:
         shutil.rmtree(project, ignore_errors=True)
+
+
+def test_a_warning_is_not_marked_done(url_database):
+    """`--jobs ignored` is something to know, not a step that succeeded: `!`, not `✓`."""
+    from semantik_infra.secrets import generate_encryption_key
+
+    project, environ = url_database
+    environ = {**environ, "BACKUP_ENCRYPTION_KEY": generate_encryption_key()}
+    assert run_task("postgres.backup", "--encrypt", environ=environ, cwd=project).returncode == 0
+    result = run_task("postgres.restore", "latest", "--yes", "--drop-old", "--jobs", "2", environ=environ, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "! --jobs ignored: this archive streams through pg_restore in one transaction" in result.stdout

@@ -119,7 +119,7 @@ def test_env_init_refuses_to_replace_a_symlinked_env_unless_asked(project_dir):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         f"error: {project_dir / '.env'} is a symbolic link to {real}: refusing to replace it with a regular file"
-        " (pass --follow-symlinks to write to the link's target instead)"
+        " (`inv env.init --follow-symlinks` writes to the link's target instead)"
     ]
     assert (project_dir / ".env").is_symlink() and real.read_text().endswith("POSTGRES_PASSWORD=\n")
     followed = run_task("env.init", "--follow-symlinks", environ=clean_environ(), cwd=project_dir)
