@@ -70,6 +70,7 @@ def diagnose(
     check_env_files(report, settings, config_error, project_dir, list(env_files))
     if settings is None:
         return report
+    check_recorded(report, settings)
     backend_name = check_backend(report, settings)
     if backend_name in ("docker", "native"):
         check_port(report, settings, backend_name)
@@ -150,6 +151,30 @@ def _check_git_tracking(report: DoctorReport, project_dir: Path, env_file: Path)
 
 
 # --- backend -------------------------------------------------------------------------------
+
+
+def check_recorded(report: DoctorReport, settings: Settings) -> None:
+    """The choices onboarding recorded in the env file, or a warning when a project with data has none."""
+    from semantik_infra.setup_state import RECORDED
+
+    try:
+        values = read_env_file(settings.env_file) if settings.env_file.exists() else {}
+    except ConfigError:
+        return  # reported with the env files
+    if values.get("SEMANTIK_PG_BACKEND", "auto").lower() != "auto":
+        shown = ", ".join(f"{name}={values[name]}" for name in RECORDED if values.get(name))
+        report.add("env", OK, f"recorded in {settings.env_file.name}: {shown}")
+        return
+    from semantik_infra.backends import project_data
+
+    found = project_data(settings) if settings.postgres_configured else []
+    if found:
+        report.add(
+            "env",
+            WARN,
+            f"the backend is not recorded: `auto` decides each time (now by the data in {found[0].location})",
+            "run `inv onboard` to record the backend, port and compose project this project uses",
+        )
 
 
 def check_backend(report: DoctorReport, settings: Settings) -> str | None:

@@ -72,6 +72,30 @@ def test_onboard_records_the_port_and_backend_it_used(onboarded: Onboarded):
     assert f":{onboarded.port}/" in quick.stdout
     again = run_task("onboard", environ=onboarded.environ, cwd=onboarded.project)
     assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout
+    _, findings = doctor(onboarded.environ, onboarded.project)
+    recorded = f"recorded in .env: SEMANTIK_PG_BACKEND=native, POSTGRES_PORT={onboarded.port}"
+    assert any(f["summary"].startswith(recorded) for f in findings), findings
+
+
+def test_the_first_successful_up_records_and_later_ones_do_not():
+    """Item 7: `postgres.up` on a project whose .env still says auto records what it used, once."""
+    project = make_project_dir()
+    environ = fresh_environ(project)
+    port = free_port()
+    try:
+        assert run_task("env.init", environ=environ, cwd=project).returncode == 0
+        first = run_task("postgres.up", environ={**environ, "POSTGRES_PORT": str(port)}, cwd=project)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "recorded SEMANTIK_PG_BACKEND, POSTGRES_PORT in .env (previous file kept as .env." in first.stdout
+        values = dotenv_values(project / ".env")
+        assert (values["SEMANTIK_PG_BACKEND"], values["POSTGRES_PORT"]) == ("native", str(port))
+        recorded = (project / ".env").read_bytes()
+        again = run_task("postgres.up", environ={**environ, "POSTGRES_PORT": str(port)}, cwd=project)
+        assert again.returncode == 0 and "was already up" in again.stdout
+        assert (project / ".env").read_bytes() == recorded
+    finally:
+        run_task("postgres.down", "--volumes", "--yes", environ=environ, cwd=project)
+        shutil.rmtree(project, ignore_errors=True)
 
 
 def test_status_warns_when_the_server_runs_on_another_port(onboarded: Onboarded):
