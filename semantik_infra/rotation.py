@@ -207,6 +207,65 @@ def _alter_password(connection: Any, user: str, password: str) -> None:
         cursor.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(user)), (verifier,))
 
 
+@dataclass(frozen=True)
+class Regeneration:
+    """What `regenerate_secrets` changed, the backup of the old file, and the encrypted backups that
+    need the key it replaced (described, or '' when none do)."""
+
+    path: Path
+    changed: tuple[str, ...]
+    backup: Path | None
+    needing_old_key: str
+    needing_count: int
+
+
+def regenerate_secrets(
+    environ: Mapping[str, str],
+    cwd: Path,
+    report: Reporter = quiet,
+    *,
+    length: int | None = None,
+    follow_symlinks: bool = False,
+) -> Regeneration:
+    """`env.init --force`: new POSTGRES_PASSWORD and BACKUP_ENCRYPTION_KEY. When this project's cluster
+    holds the current password it is rotated there too (server first); for an external server this
+    refuses. The encrypted backups that need the old key are named."""
+    from semantik_infra.envfile import prepare_env_file
+    from semantik_infra.secrets import generate_encryption_key
+
+    settings = load_settings(environ=environ, cwd=cwd)
+    watch = watch_key(settings)
+    holder = password_holder(settings)
+    if holder is not None and not holder.managed:
+        raise ConfigError(
+            f"POSTGRES_PASSWORD is the password of {holder.location}: --force would lock you out;"
+            " change it on that server first, then in the env file"
+        )
+    if holder is not None:
+        report(f"{holder.location} uses the current password: changing it on the server too", None, "info")
+        rotation = rotate_password(
+            environ,
+            cwd,
+            report,
+            length=length,
+            also={"BACKUP_ENCRYPTION_KEY": generate_encryption_key},
+            follow_symlinks=follow_symlinks,
+        )
+        path, changed, backup = rotation.update.path, rotation.update.changed, rotation.update.backup
+    else:
+        result = prepare_env_file(
+            settings.project_dir,
+            settings.env_file,
+            force=True,
+            password_length=length,
+            follow_symlinks=follow_symlinks,
+            waiting=lambda text: report(text, None, "info"),
+        )
+        path, changed, backup = result.path, result.generated, result.backup
+    lost = watch.matching if "BACKUP_ENCRYPTION_KEY" in changed else ()
+    return Regeneration(path, changed, backup, watch.describe(lost) if lost else "", len(lost))
+
+
 # --- recovery ------------------------------------------------------------------------------
 
 

@@ -58,48 +58,16 @@ def _force(length: int, follow_symlinks: bool) -> None:
     from pathlib import Path
 
     from semantik_infra.console import step
-    from semantik_infra.envfile import prepare_env_file
-    from semantik_infra.rotation import password_holder, rotate_password, watch_key
-    from semantik_infra.secrets import generate_encryption_key
+    from semantik_infra.rotation import regenerate_secrets
 
-    settings = load()
-    watch = watch_key(settings)
-    holder = password_holder(settings)
-    if holder is not None and not holder.managed:
-        from semantik_infra.errors import ConfigError
-
-        raise ConfigError(
-            f"POSTGRES_PASSWORD is the password of {holder.location}: --force would lock you out;"
-            " change it on that server first, then in the env file"
-        )
-    if holder is not None:
-        step(f"{holder.location} uses the current password: changing it on the server too", status="info")
-        rotation = rotate_password(
-            os.environ,
-            Path.cwd(),
-            step,
-            length=length or None,
-            also={"BACKUP_ENCRYPTION_KEY": generate_encryption_key},
-            follow_symlinks=follow_symlinks,
-        )
-        changed, backup, path = rotation.update.changed, rotation.update.backup, rotation.update.path
-    else:
-        result = prepare_env_file(
-            settings.project_dir,
-            settings.env_file,
-            force=True,
-            password_length=length or None,
-            follow_symlinks=follow_symlinks,
-            waiting=lambda text: step(text, status="info"),
-        )
-        changed, backup, path = result.generated, result.backup, result.path
-    step(f"generated {', '.join(changed)} in {path.name} (values not shown)")
-    if backup:
-        step(f"kept the previous file as {backup}")
-    if watch.matching and "BACKUP_ENCRYPTION_KEY" in changed:
+    done = regenerate_secrets(os.environ, Path.cwd(), step, length=length or None, follow_symlinks=follow_symlinks)
+    step(f"generated {', '.join(done.changed)} in {done.path.name} (values not shown)")
+    if done.backup:
+        step(f"kept the previous file as {done.backup}")
+    if done.needing_old_key:
         step(
-            f"{len(watch.matching)} encrypted backups were made with the previous BACKUP_ENCRYPTION_KEY"
-            f" ({watch.describe(watch.matching)}): it is kept in {backup}; keep that file to restore them",
+            f"{done.needing_count} encrypted backups were made with the previous BACKUP_ENCRYPTION_KEY"
+            f" ({done.needing_old_key}): it is kept in {done.backup}; keep that file to restore them",
             status="warn",
         )
     step(f"configuration is valid: {load().database.redacted()}")
@@ -108,8 +76,7 @@ def _force(length: int, follow_symlinks: bool) -> None:
 @task
 @infra_task
 def check(c: Context) -> None:
-    """Validate the configuration and print it (redacted) with where each value came from, and what
-    `auto` resolves to."""
+    """Validate the configuration and print it (redacted), each value's source and what auto resolves to."""
     from semantik_infra.config import describe_settings
     from semantik_infra.errors import InfraError
 

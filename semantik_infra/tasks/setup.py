@@ -62,8 +62,10 @@ def _requested(backend: str, port: int, project_name: str) -> dict[str, str]:
 )
 @infra_task
 def onboard(c: Context, backend: str = "", port: int = 0, project_name: str = "") -> None:
-    """Set up everything in one idempotent command: secrets, PostgreSQL, a verified connection; the
-    backend, port and compose project it used are recorded in .env."""
+    """Set up everything in one idempotent command: secrets, PostgreSQL, a verified connection.
+
+    The backend, port and compose project it used are recorded in .env.
+    """
     import os
     from pathlib import Path
 
