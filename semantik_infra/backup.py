@@ -447,15 +447,23 @@ def entry_size(entry: BackupEntry) -> int:
     return entry.path.stat().st_size if entry.path.exists() else 0
 
 
-def describe_entry(entry: BackupEntry) -> str:
-    """One listing line: date, size, database, encrypted or not, verified or not, file name."""
+LISTING_HEADER = ("created (UTC)", "size", "database", "encryption", "state", "file")
+
+
+def entry_columns(entry: BackupEntry) -> tuple[str, ...]:
+    """One listing row, column by column (see LISTING_HEADER)."""
     from semantik_infra.console import format_bytes
 
     manifest = entry.manifest
-    when = entry.created.strftime("%Y-%m-%d %H:%M:%S UTC")
+    when = entry.created.strftime("%Y-%m-%d %H:%M:%S")
     encrypted = "?" if manifest is None else "encrypted" if manifest.encrypted else "plain"
     state = "verified at creation" if manifest and manifest.verified else entry.manifest_error or "unverified"
-    return f"{when}  {format_bytes(entry_size(entry)):>10}  {entry.database}  {encrypted}  {state}  {entry.path.name}"
+    return (when, format_bytes(entry_size(entry)), entry.database, encrypted, state, entry.path.name)
+
+
+def describe_entry(entry: BackupEntry) -> str:
+    """One listing line: date, size, database, encrypted or not, verified or not, file name."""
+    return "  ".join(entry_columns(entry))
 
 
 def delete_backup(entry: BackupEntry) -> None:

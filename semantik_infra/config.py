@@ -20,8 +20,10 @@ from semantik_infra.urls import DatabaseURL, Secret, build_postgres_url, parse_u
 BACKENDS = ("auto", "docker", "native", "embedded", "external")
 DEFAULT_SOURCE = "default"
 ENVIRONMENT_SOURCE = "environment"
-# Files that mark the project directory when searching upwards from the working directory.
-_PROJECT_MARKERS = (".env", ".env.local", "env/.env.example", "tasks.py")
+# What marks a project directory when searching upwards from the working directory (is_project_dir).
+_EXAMPLE_MARKER = "env/.env.example"
+_RECORDS_BACKEND = re.compile(r"^[ \t]*(?:export[ \t]+)?SEMANTIK_PG_BACKEND[ \t]*=", re.MULTILINE)
+_COMPOSE_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _POSTGRES_PARTS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD")
 # The embedded backend's PostgreSQL major when neither EMBEDDED_PG_MAJOR nor POSTGRES_IMAGE's tag names one.
 DEFAULT_EMBEDDED_MAJOR = 16
@@ -167,41 +169,62 @@ class _Raw:
 
 
 def find_project_dir(cwd: Path, environ: Mapping[str, str]) -> Path:
-    """SEMANTIK_PROJECT_DIR, else the nearest directory upwards holding a project marker, else cwd."""
+    """SEMANTIK_PROJECT_DIR, else the nearest directory upwards that is a project (see is_project_dir).
+
+    Outside any project this is a ConfigError: a task must never create an env file, secrets or
+    data in some unrelated directory because that is where the user happened to be.
+    """
     if environ.get("SEMANTIK_PROJECT_DIR"):
-        return Path(environ["SEMANTIK_PROJECT_DIR"]).resolve()
+        chosen = Path(environ["SEMANTIK_PROJECT_DIR"]).expanduser()
+        if not chosen.is_dir():
+            raise ConfigError(f"SEMANTIK_PROJECT_DIR={str(chosen)!r}: no such directory")
+        return chosen.resolve()
     cwd = cwd.resolve()
     for candidate in (cwd, *cwd.parents):
-        if any((candidate / marker).exists() for marker in _PROJECT_MARKERS):
+        if is_project_dir(candidate):
             return candidate
-    return cwd
+    raise ConfigError(f"no semantik-infra project found from {cwd} (cd into your clone or set SEMANTIK_PROJECT_DIR)")
 
 
-def env_file_chain(project_dir: Path, environ: Mapping[str, str]) -> tuple[Path, tuple[Path, ...]]:
-    """The main env file (the one `env.init` writes) and every file read, lowest precedence first."""
+def is_project_dir(candidate: Path) -> bool:
+    """A clone (env/.env.example), an app wiring our tasks (a tasks.py importing semantik_infra), or a
+    directory whose .env/.env.local records SEMANTIK_PG_BACKEND (every env file we write does)."""
+    if (candidate / _EXAMPLE_MARKER).is_file():
+        return True
+    if "semantik_infra" in _head(candidate / "tasks.py"):
+        return True
+    return any(_RECORDS_BACKEND.search(_head(candidate / name)) for name in (".env", ".env.local"))
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            return stream.read(65536)
+    except OSError:
+        return ""
+
+
+def env_file_chain(
+    project_dir: Path, environ: Mapping[str, str], *, must_exist: bool = True
+) -> tuple[Path, tuple[Path, ...]]:
+    """The main env file (the one `env.init` writes) and every file read, lowest precedence first.
+
+    A SEMANTIK_ENV_FILE that does not exist is an error unless `must_exist` is False (env.init creates it).
+    """
     explicit = environ.get("SEMANTIK_ENV_FILE")
     main = _resolve(project_dir, explicit) if explicit else project_dir / ".env"
-    if explicit and not main.is_file():
-        raise ConfigError(f"SEMANTIK_ENV_FILE={explicit!r}: no such file (create it or unset SEMANTIK_ENV_FILE)")
+    if explicit and must_exist and not main.is_file():
+        raise ConfigError(
+            f"SEMANTIK_ENV_FILE={explicit!r}: no such file (create it with `inv env.init`, or unset SEMANTIK_ENV_FILE)"
+        )
     return main, (project_dir / "env" / ".env.defaults", main, project_dir / ".env.local")
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Read one env file with python-dotenv (no interpolation: a '$' in a password stays a '$')."""
-    from dotenv import dotenv_values
+    """Read one env file strictly: a line that does not parse is a ConfigError naming file and line."""
+    from semantik_infra.envfile import read_env_values
 
-    try:
-        with path.open(encoding="utf-8") as stream:
-            values = dotenv_values(stream=stream, interpolate=False)
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not an env file") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: not readable by this user (check its owner and mode)") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
-    return {key: value or "" for key, value in values.items()}
+    return read_env_values(path)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -217,7 +240,7 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         if not path.exists() and not path.is_symlink():
             continue
         files_read.append(path)
-        label = _label(path, project_dir)
+        label = source_label(path, project_dir)
         for key, value in read_env_file(path).items():
             if key in VARIABLE_NAMES:
                 raw[key] = _Raw(value, label)
@@ -256,12 +279,15 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
             initial_delay=parse.number("DB_RETRY_INITIAL_DELAY", 0.0, 3600.0),
             max_delay=parse.number("DB_RETRY_MAX_DELAY", 0.0, 3600.0),
         ),
-        connect_timeout=parse.integer("DB_CONNECT_TIMEOUT", 1, 3600),
+        # A connect_timeout in DATABASE_URL is the more specific setting: it wins.
+        connect_timeout=database.connect_timeout or parse.integer("DB_CONNECT_TIMEOUT", 1, 3600),
         statement_timeout_ms=parse.integer("DB_STATEMENT_TIMEOUT", 0, 2_147_483_647),
         application_name=parse.text("DB_APPLICATION_NAME"),
         compose=ComposeSettings(
             files=compose_files,
-            project=parse.text("COMPOSE_PROJECT_NAME"),
+            project=check_compose_project(
+                parse.text("COMPOSE_PROJECT_NAME"), f"COMPOSE_PROJECT_NAME in {raw['COMPOSE_PROJECT_NAME'].source}"
+            ),
             service=parse.text("POSTGRES_SERVICE"),
             image=parse.text("POSTGRES_IMAGE"),
         ),
@@ -284,6 +310,16 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
         sources={name: item.source for name, item in raw.items()},
         values={name: _display_value(name, item.value) for name, item in raw.items()},
     )
+
+
+def check_compose_project(name: str, where: str) -> str:
+    """A compose project name as compose accepts it: lowercase letters, digits, '-' and '_'."""
+    if not _COMPOSE_PROJECT.fullmatch(name):
+        raise ConfigError(
+            f"{where}: {name!r} is not a compose project name (lowercase letters, digits, '-' and '_',"
+            " starting with a letter or digit)"
+        )
+    return name
 
 
 def _resolve_database(
@@ -408,22 +444,24 @@ def _resolve_shipped(project_dir: Path, value: str) -> Path:
     return shipped if not path.exists() and shipped.exists() else path
 
 
-def _label(path: Path, project_dir: Path) -> str:
+def source_label(path: Path, project_dir: Path) -> str:
+    """How a file is named as a source: relative to the project directory when inside it."""
     try:
         return str(path.relative_to(project_dir))
     except ValueError:
         return str(path)
 
 
-def describe_settings(settings: Settings) -> str:
-    """A readable, redacted report of the effective configuration and each value's source."""
-    files = ", ".join(_label(p, settings.project_dir) for p in settings.env_files_read) or "none"
+def describe_settings(settings: Settings, *, resolved_backend: str | None = None) -> str:
+    """A readable, redacted report of the effective configuration and each value's source;
+    `resolved_backend` says what `auto` resolves to."""
+    files = ", ".join(source_label(p, settings.project_dir) for p in settings.env_files_read) or "none"
     lines = [
         f"project directory: {settings.project_dir}",
         f"env files read:    {files}",
         f"database:          {settings.database.redacted()}",
         f"  from:            {settings.database_source}",
-        f"backend:           {settings.backend}",
+        f"backend:           {settings.backend}" + (f" → {resolved_backend}" if resolved_backend else ""),
         "",
         "variables (value  <- source):",
     ]

@@ -103,7 +103,7 @@ def connect_args(settings: Settings, url: DatabaseURL) -> dict[str, Any]:
     if settings.statement_timeout_ms:
         # A runaway query fails instead of holding locks and a pool slot forever.
         options.append(f"-c statement_timeout={settings.statement_timeout_ms}")
-    return {
+    args: dict[str, Any] = {
         # Names Semantik's connections in pg_stat_activity and the server log.
         "application_name": settings.application_name,
         # Bounds how long a dead host can hang a connection attempt.
@@ -115,6 +115,14 @@ def connect_args(settings: Settings, url: DatabaseURL) -> dict[str, Any]:
         "keepalives_count": 3,
         "options": " ".join(options),
     }
+    # connect_args override the URL's query, so a parameter the URL sets wins here by leaving it
+    # out; its options come after ours, so a `-c` of the user's wins too.
+    for key, value in to_sync(url).query:
+        if key == "options":
+            args["options"] = f"{args['options']} {value}"
+        elif key != "connect_timeout":  # already settings.connect_timeout
+            args.pop(key, None)
+    return args
 
 
 def create_engine(settings: Settings, url: DatabaseURL | None = None, **overrides: Any) -> Engine:

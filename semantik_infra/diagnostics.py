@@ -202,8 +202,14 @@ def _reachability(context: _Context) -> tuple[str, dict[str, Any]]:
 def _connect(context: _Context) -> Any:
     import psycopg2
 
-    params = {"connect_timeout": str(context.settings.connect_timeout), **context.settings.database.libpq_params()}
-    return psycopg2.connect(**params, application_name=context.settings.application_name)
+    settings = context.settings
+    # The URL's own parameters (application_name, …) win over these defaults.
+    params = {
+        "connect_timeout": str(settings.connect_timeout),
+        "application_name": settings.application_name,
+        **settings.database.libpq_params(),
+    }
+    return psycopg2.connect(**params)
 
 
 def _authenticate(context: _Context) -> tuple[str, dict[str, Any]]:

@@ -1,8 +1,10 @@
 """`inv doctor`: a read-only diagnosis of a developer's setup. It owns the checks behind the seed's
 Troubleshooting list — env files (present, valid, secrets not readable by others, not tracked by
-git), the backend (engine and compose, image, container health; or binaries, data directory owner,
-permissions and major version), the port, client tool versions, backups, and a quick connection
-test — each reported as ok / warn / fail with a hint saying exactly what to run or change."""
+git), the backend (what `auto` resolves to and why; engine and compose, image, container health;
+or binaries, data directory owner, permissions and major version), the port (identifying *our*
+server by its data directory or container, never by "some server runs"), client tool versions,
+backups and the key they need, and a quick connection test — each reported as ok / warn / fail
+with a hint saying exactly what to run or change. It writes nothing, not even a lock file."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from semantik_infra.config import SECRET_NAMES, Settings, read_env_file
 from semantik_infra.errors import ConfigError, InfraError
+from semantik_infra.rotation import RECOVER_HINT
 
 if TYPE_CHECKING:
     from semantik_infra.backends.native import NativeBackend
@@ -68,11 +71,13 @@ def diagnose(
     check_env_files(report, settings, config_error, project_dir, list(env_files))
     if settings is None:
         return report
+    check_recorded(report, settings)
     backend_name = check_backend(report, settings)
     if backend_name in ("docker", "native", "embedded"):
         check_port(report, settings, backend_name)
     check_client_tools(report, settings, backend_name)
     check_backups(report, settings)
+    check_backup_key(report, settings)
     if connection_check is not None:
         report.findings.append(connection_check(settings))
     return report
@@ -149,18 +154,54 @@ def _check_git_tracking(report: DoctorReport, project_dir: Path, env_file: Path)
 # --- backend -------------------------------------------------------------------------------
 
 
+def check_recorded(report: DoctorReport, settings: Settings) -> None:
+    """The choices onboarding recorded in the env file, or a warning when a project with data has none."""
+    from semantik_infra.setup_state import RECORDED
+
+    try:
+        values = read_env_file(settings.env_file) if settings.env_file.exists() else {}
+    except ConfigError:
+        return  # reported with the env files
+    if values.get("SEMANTIK_PG_BACKEND", "auto").lower() != "auto":
+        shown = ", ".join(f"{name}={values[name]}" for name in RECORDED if values.get(name))
+        report.add("env", OK, f"recorded in {settings.env_file.name}: {shown}")
+        return
+    from semantik_infra.backends import project_data
+
+    found = project_data(settings) if settings.postgres_configured else []
+    if found:
+        report.add(
+            "env",
+            WARN,
+            f"the backend is not recorded: `auto` decides each time (now by the data in {found[0].location})",
+            "run `inv onboard` to record the backend, port and compose project this project uses",
+        )
+
+
 def check_backend(report: DoctorReport, settings: Settings) -> str | None:
     """Which backend, and whether it can run: engine/compose/image/container, or binaries/data dir."""
-    from semantik_infra.backends import resolve_auto
+    from semantik_infra.backends import explain_auto, project_data
 
+    if not settings.postgres_configured:
+        found = project_data(settings)
+        if found:
+            report.add(
+                "backend",
+                FAIL,
+                f"this project has a cluster ({found[0].location}) but no PostgreSQL settings: was .env lost?",
+                f"run `inv env.init`, then {RECOVER_HINT}",
+            )
+            return found[0].backend
+        return None
     name = settings.backend
     if name == "auto":
         try:
-            name = resolve_auto(settings)
+            choice = explain_auto(settings)
         except InfraError as error:
             report.add("backend", FAIL, str(error))
             return None
-        report.add("backend", OK, f"auto resolves to the {name} backend")
+        name = choice.backend
+        report.add("backend", OK, f"auto resolves to the {name} backend: {choice.reason}")
     if name == "docker":
         _check_docker(report, settings)
     elif name in ("native", "embedded"):
@@ -249,17 +290,32 @@ def _check_local(report: DoctorReport, settings: Settings, name: str) -> None:
 
 
 def check_port(report: DoctorReport, settings: Settings, backend_name: str) -> None:
-    """Free, held by our server, or held by something else (what, and which variable to change)."""
+    """Our server (found by its data directory or container) on the configured port; the port free;
+    or held by something else (what, and which variable to change)."""
     from semantik_infra.backends.native import port_in_use
 
     port = settings.database.port or 5432
+    ours = our_server(settings, backend_name)
+    if ours is not None and ours[0] != port:
+        if settings.database_source.startswith("DATABASE_URL"):
+            where = f"the port in DATABASE_URL is {port}"
+        else:
+            where = f"POSTGRES_PORT is {port} ({settings.sources.get('POSTGRES_PORT', 'default')})"
+        report.add(
+            "port",
+            FAIL,
+            f"this project's server ({ours[1]}) runs on port {ours[0]}, but {where}: tasks would reach"
+            f" whatever listens on {port}",
+            f"set POSTGRES_PORT={ours[0]}, or move the server: `inv postgres.down`, then `inv postgres.up`",
+        )
+        return
+    if ours is not None:
+        report.add("port", OK, f"port {port} is held by our server ({ours[1]})")
+        return
     if not port_in_use(port):
         report.add("port", OK, f"port {port} is free for the server")
         return
     holder = listening_process(port)
-    if _ours(settings, backend_name):
-        report.add("port", OK, f"port {port} is held by our server")
-        return
     what = f"{holder[1]} (pid {holder[0]})" if holder else "another process"
     report.add(
         "port",
@@ -269,15 +325,19 @@ def check_port(report: DoctorReport, settings: Settings, backend_name: str) -> N
     )
 
 
-def _ours(settings: Settings, backend_name: str) -> bool:
-    try:
-        if backend_name in ("native", "embedded"):
-            return _local_backend(settings, backend_name).is_running()
-        from semantik_infra.backends.docker import DockerBackend
+def our_server(settings: Settings, backend_name: str) -> tuple[int, str] | None:
+    """(port, identity) of this project's running server: the postmaster of our data directory,
+    or our compose project's container; None when it does not run."""
+    if backend_name in ("native", "embedded"):
+        from semantik_infra.backends.native import running_postmaster
 
-        return DockerBackend(settings).status().running
-    except InfraError:
-        return False
+        postmaster = running_postmaster(settings.data_dir)
+        if postmaster is None:
+            return None
+        return postmaster.port, f"pid {postmaster.pid}, data directory {settings.data_dir}"
+    from semantik_infra.backends.docker import running_container
+
+    return running_container(settings)
 
 
 def listening_process(port: int) -> tuple[int, str] | None:
@@ -415,6 +475,51 @@ def _check_newest_verifies(report: DoctorReport, settings: Settings, newest: Bac
         report.add("backups", FAIL, f"newest backup does not verify: {error}", "run `inv postgres.backups --verify`")
         return
     report.add("backups", OK, f"newest backup verifies: {verdict}")
+
+
+def check_backup_key(report: DoctorReport, settings: Settings) -> None:
+    """Encrypted backups must open with the current BACKUP_ENCRYPTION_KEY: when the key changed,
+    say which backups need which key, and which .env backup still holds it."""
+    from semantik_infra.rotation import watch_key
+
+    watch = watch_key(settings)
+    if not watch.matching and not watch.other:
+        return
+    hint = "put that BACKUP_ENCRYPTION_KEY line back into the env file to restore them; keep the .bak file safe"
+    if not watch.matching:
+        report.add("backups", FAIL, f"your backup key changed: {watch.needed_elsewhere()}", hint)
+    elif watch.other:
+        report.add("backups", WARN, f"some backups need another key: {watch.needed_elsewhere()}", hint)
+    else:
+        report.add("backups", OK, f"BACKUP_ENCRYPTION_KEY opens all {len(watch.matching)} encrypted backups")
+
+
+def connection_finding(settings: Settings) -> Finding:
+    """The quick connection test (steps 1-3) as one finding; a SQLite file that does not exist is
+    reported, not created, and an authentication failure on a cluster we manage names the recovery."""
+    from semantik_infra.diagnostics import first_failure, quick_check
+
+    if settings.database.is_sqlite and not Path(settings.database.database or "").exists():
+        return Finding("connection", WARN, f"SQLite file {settings.database.database} does not exist (not tested)")
+    report = quick_check(settings)
+    failed = first_failure(report)
+    if failed is None:
+        return Finding("connection", OK, f"quick connection test passed ({report.url})")
+    hint = failed.hint or "run `inv test.connection`"
+    if failed.name == "authentication" and "password" in failed.summary and _managed(settings):
+        hint = f"{hint}; if .env was lost or changed, {RECOVER_HINT}"
+    return Finding("connection", FAIL, f"{failed.name}: {failed.summary}", hint)
+
+
+def _managed(settings: Settings) -> bool:
+    from semantik_infra.backends import explain_auto
+
+    if settings.backend != "auto":
+        return settings.backend in ("native", "docker")
+    try:
+        return explain_auto(settings).backend in ("native", "docker")
+    except InfraError:
+        return False
 
 
 def diagnose_project(

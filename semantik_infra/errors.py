@@ -31,3 +31,7 @@ class DatabaseError(InfraError):
 
 class DataImportError(InfraError):
     """Importing an SQLite file failed or was refused; the target database is unchanged."""
+
+
+class Cancelled(InfraError):
+    """The user declined a confirmation prompt: nothing was changed. Not an error, but not success."""

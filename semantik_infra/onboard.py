@@ -1,7 +1,8 @@
 """`inv onboard`: from a fresh clone to a verified database in one idempotent command. It owns the
-sequence — prerequisites, env file and secrets, PostgreSQL up, a quick connection test, the backups
-directory — and the closing summary. When a step fails it stops there, and the caller shows the
-hints `doctor` gives for the same setup."""
+sequence — prerequisites, env file and secrets, PostgreSQL up (recording the backend, port and
+compose project it used in the env file), a quick connection test, the backups directory — and the
+closing summary. When a step fails it stops there, and the caller shows the hints `doctor` gives
+for the same setup."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class OnboardResult:
     # pgvector's version when the server can `CREATE EXTENSION vector`, else None.
     pgvector: str | None = None
     changed: list[str] = field(default_factory=list)
+    recorded: dict[str, str] = field(default_factory=dict)
+    env_file: Path | None = None
 
     @property
     def changed_anything(self) -> bool:
@@ -99,21 +102,25 @@ def onboard(
     report: Reporter,
     *,
     connection_test: Callable[[Settings], None],
+    requested: Mapping[str, str] | None = None,
 ) -> OnboardResult:
-    """Run every step in order; raise StepFailed at the first that fails."""
-    from semantik_infra.backends import select_backend
+    """Run every step in order; raise StepFailed at the first that fails. `requested` holds the
+    variables onboard's flags set: they win over every file and are recorded like the rest."""
     from semantik_infra.config import env_file_chain, find_project_dir
     from semantik_infra.envfile import prepare_env_file
+    from semantik_infra.setup_state import start_and_record
 
+    environ = {**environ, **(requested or {})}
     result = OnboardResult()
     with failing_as("env file"):
         project_dir = find_project_dir(cwd, environ)
-        target = env_file_chain(project_dir, environ)[0]
-        init = prepare_env_file(project_dir, target)
+        target = env_file_chain(project_dir, environ, must_exist=False)[0]
+        init = prepare_env_file(project_dir, target, waiting=lambda text: report(text, None, "info"))
     if init.created:
         result.changed.append(f"created {target}")
     if init.generated:
         result.changed.append(f"generated {', '.join(init.generated)}")
+    result.env_file = init.path
     report(f"env file {target} ready (secrets not shown)", None)
 
     with failing_as("configuration"):
@@ -121,10 +128,15 @@ def onboard(
     with failing_as("prerequisites"):
         result.backend = check_prerequisites(settings, report)
     with failing_as("postgres.up"):
-        backend = select_backend(settings)
-        if not backend.start(report).already_running:
+        started = start_and_record(environ, cwd, report, record_all=True)
+        settings = result.settings = started.settings
+        result.backend = started.backend.name
+        if not started.result.already_running:
             result.changed.append("started PostgreSQL")
-        result.data_location = backend.data_location
+        if started.update is not None and started.update.changed:
+            result.changed.append(f"recorded {', '.join(started.update.changed)} in {started.update.path.name}")
+        result.recorded = started.plan.values
+        result.data_location = started.backend.data_location
     with failing_as("test.connection --quick"):
         connection_test(settings)
         result.server_version, result.pgvector = server_facts(settings)
@@ -174,6 +186,8 @@ def summary(result: OnboardResult) -> list[str]:
         f"  server:    PostgreSQL {result.server_version}",
         "  pgvector:  "
         + (f"{result.pgvector} available: CREATE EXTENSION vector" if result.pgvector else "not available here"),
+        f"  recorded:  {', '.join(f'{k}={v}' for k, v in result.recorded.items())}"
+        + (f" (in {result.env_file.name})" if result.env_file else ""),
         f"  database:  {result.settings.database.redacted()}",
         f"  data:      {result.data_location}",
         f"  shell:     {inv} postgres.shell",

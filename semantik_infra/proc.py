@@ -103,13 +103,28 @@ def run(
 
 
 def run_interactive(command: Command) -> int:
-    """Run with the terminal attached (psql, logs --follow); return its exit status."""
+    """Run with the terminal attached (psql, logs --follow); return its exit status (128+N if signal N ended it).
+
+    On a terminal, Ctrl-C reaches the child too (it is in the foreground process group) and is the
+    child's to handle: psql cancels the running query and carries on, so we ignore it meanwhile
+    and pass on whatever status the child ends with. Without a terminal, an interrupt of ours stops it.
+    """
+    import signal
+    import sys
+
+    on_terminal = bool(sys.stdin) and sys.stdin.isatty()
     process = spawn(command)
     try:
-        return process.wait()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if on_terminal else None
+        try:
+            status = process.wait()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
     except KeyboardInterrupt:
         stop_child(process)
         raise
+    return 128 - status if status < 0 else status
 
 
 def stream_to(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from semantik_infra import proc
-from semantik_infra.backends.base import Backend
+from semantik_infra.backends.base import Backend, Reporter, quiet
 from semantik_infra.backup import (
     BackupEntry,
     archive_reader,
@@ -141,12 +141,12 @@ def drop_database(settings: Settings, name: str) -> None:
         connection.close()
 
 
-def _drop_scratch(settings: Settings, name: str, report: Callable[[str, float | None], None]) -> None:
+def _drop_scratch(settings: Settings, name: str, report: Reporter) -> None:
     # Best effort while another error is on its way out: that error is the one to show.
     try:
         drop_database(settings, name)
     except BackupError as error:
-        report(f"the scratch database {name} is left behind ({error}): drop it with DROP DATABASE", None)
+        report(f"the scratch database {name} is left behind ({error}): drop it with DROP DATABASE", None, "warn")
 
 
 def restore_backup(
@@ -158,7 +158,7 @@ def restore_backup(
     in_place: bool = False,
     drop_old: bool = False,
     privileges: bool = True,
-    report: Callable[[str, float | None], None] = lambda _t, _s=None: None,
+    report: Reporter = quiet,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RestoreResult:
     """Verify `entry`, restore it into a scratch database, then swap it in (or clean-restore in place).
@@ -186,7 +186,7 @@ def restore_backup(
     live = settings.database.database or "postgres"
     parallel = _parallel_possible(backend, entry.path, key)
     if jobs > 1 and not parallel:
-        report("--jobs ignored: this archive streams through pg_restore in one transaction", None)
+        report("--jobs ignored: this archive streams through pg_restore in one transaction", None, "warn")
     previous: str | None = None
     if in_place:
         target = live
@@ -194,7 +194,7 @@ def restore_backup(
         existing = _database_names(settings, live)
         leftovers = sorted(name for name in existing if name.startswith(f"{live}_restore_"))
         if leftovers:
-            report(f"left by interrupted restores (drop them when none runs): {', '.join(leftovers)}", None)
+            report(f"left by interrupted restores (drop them when none runs): {', '.join(leftovers)}", None, "warn")
         target, previous = restore_names(live, clock(), existing)
         _create_scratch(settings, target)
     try:

@@ -5,6 +5,7 @@ way to get a connectable string. Pure functions only: nothing here touches the n
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
@@ -28,6 +29,56 @@ _ASYNC_DRIVER = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite
 # asyncpg names some libpq connection parameters differently; translate both ways.
 _LIBPQ_TO_ASYNCPG = {"sslmode": "ssl", "connect_timeout": "timeout"}
 _ASYNCPG_TO_LIBPQ = {v: k for k, v in _LIBPQ_TO_ASYNCPG.items()}
+# Query parameters checked here rather than by libpq at connect time, so a bad one is a config error.
+_WHOLE_NUMBER_PARAMS = {
+    "connect_timeout": (1, 3600),
+    "keepalives": (0, 1),
+    "keepalives_idle": (0, 2_147_483_647),
+    "keepalives_interval": (0, 2_147_483_647),
+    "keepalives_count": (0, 2_147_483_647),
+    "tcp_user_timeout": (0, 2_147_483_647),
+    "sslcompression": (0, 1),
+}
+_CHOICE_PARAMS = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "gssencmode": ("disable", "prefer", "require"),
+    "channel_binding": ("disable", "prefer", "require"),
+    "target_session_attrs": ("any", "read-write", "read-only", "primary", "standby", "prefer-standby"),
+    "load_balance_hosts": ("disable", "random"),
+}
+# libpq parameters that have an environment variable, so client tools (psql, pg_dump) get them too.
+_LIBPQ_ENVIRONMENT = {
+    "host": "PGHOST",
+    "hostaddr": "PGHOSTADDR",
+    "passfile": "PGPASSFILE",
+    "require_auth": "PGREQUIREAUTH",
+    "channel_binding": "PGCHANNELBINDING",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "client_encoding": "PGCLIENTENCODING",
+    "options": "PGOPTIONS",
+    "application_name": "PGAPPNAME",
+    "sslmode": "PGSSLMODE",
+    "sslnegotiation": "PGSSLNEGOTIATION",
+    "requiressl": "PGREQUIRESSL",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslcertmode": "PGSSLCERTMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslcrldir": "PGSSLCRLDIR",
+    "sslsni": "PGSSLSNI",
+    "requirepeer": "PGREQUIREPEER",
+    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
+    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
+    "gssencmode": "PGGSSENCMODE",
+    "krbsrvname": "PGKRBSRVNAME",
+    "gsslib": "PGGSSLIB",
+    "gssdelegation": "PGGSSDELEGATION",
+    "service": "PGSERVICE",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "load_balance_hosts": "PGLOADBALANCEHOSTS",
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +161,12 @@ class DatabaseURL:
         return replace(self, database=database)
 
     def libpq_params(self) -> dict[str, str]:
-        """Keyword arguments for psycopg2.connect (password included: pass them, never print them)."""
+        """Keyword arguments for psycopg2.connect (password included: pass them, never print them).
+
+        Every query parameter is included but connect_timeout: callers pass their own timeout
+        (Settings.connect_timeout, which the URL's connect_timeout sets), and a second value for
+        the same keyword would be a TypeError.
+        """
         params = {
             "host": self.host or "",
             "port": str(self.port or 5432),
@@ -119,7 +175,16 @@ class DatabaseURL:
             "dbname": self.database or "",
         }
         params.update((_ASYNCPG_TO_LIBPQ.get(k, k), v) for k, v in self.query)
+        params.pop("connect_timeout", None)
         return {k: v for k, v in params.items() if v}
+
+    @property
+    def connect_timeout(self) -> int | None:
+        """The URL's connect_timeout (or asyncpg's timeout) in seconds, if it has one."""
+        for key, value in self.query:
+            if _ASYNCPG_TO_LIBPQ.get(key, key) == "connect_timeout":
+                return int(value)
+        return None
 
     def query_dict(self) -> dict[str, str]:
         """The query parameters as a dict (last one wins)."""
@@ -161,6 +226,7 @@ def parse_url(text: str, *, variable: str = "DATABASE_URL", source: str = "envir
     if not database:
         raise ConfigError(f"{where}: no database name (expected postgresql://USER:PASSWORD@HOST:PORT/DB)")
     query = tuple(parse_qsl(query_text, keep_blank_values=True))
+    check_query(query, where)
     return DatabaseURL(
         drivername=drivername,
         username=username,
@@ -170,6 +236,35 @@ def parse_url(text: str, *, variable: str = "DATABASE_URL", source: str = "envir
         database=database,
         query=query,
     )
+
+
+def check_query(query: tuple[tuple[str, str], ...], where: str) -> None:
+    """Raise ConfigError for a query parameter libpq does not know or a value it would reject.
+
+    asyncpg's spellings (ssl, timeout) count as the libpq parameters they stand for.
+    """
+    if not query:
+        return
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    for key, value in query:
+        name = _ASYNCPG_TO_LIBPQ.get(key, key)
+        label = key if name == key else f"{key} ({name})"
+        if name in ("password", "user", "dbname", "port"):
+            raise ConfigError(f"{where}: put the {name} in the URL itself, not in ?{key}=")
+        if "\0" in value:
+            raise ConfigError(f"{where}: ?{key}= holds a NUL character")
+        try:
+            parse_dsn(make_dsn(**{name: value}))
+        except ProgrammingError:
+            raise ConfigError(f"{where}: ?{key}= is not a libpq connection parameter") from None
+        if name in _WHOLE_NUMBER_PARAMS:
+            low, high = _WHOLE_NUMBER_PARAMS[name]
+            if not re.fullmatch(r"\s*[0-9]+\s*", value) or not low <= int(value) <= high:
+                raise ConfigError(f"{where}: {label}={value!r} is not a whole number from {low} to {high}")
+        if name in _CHOICE_PARAMS and value not in _CHOICE_PARAMS[name]:
+            raise ConfigError(f"{where}: {label}={value!r} must be one of: {', '.join(_CHOICE_PARAMS[name])}")
 
 
 def _split_host_port(hostport: str, where: str) -> tuple[str, int | None]:
@@ -232,8 +327,7 @@ def libpq_environment(url: DatabaseURL) -> dict[str, str]:
     if url.password:
         env["PGPASSWORD"] = url.password.reveal()
     for key, value in url.query:
-        if key == "sslmode":
-            env["PGSSLMODE"] = value
-        elif key == "connect_timeout":
-            env["PGCONNECT_TIMEOUT"] = value
+        variable = _LIBPQ_ENVIRONMENT.get(_ASYNCPG_TO_LIBPQ.get(key, key))
+        if variable:
+            env[variable] = value
     return {k: v for k, v in env.items() if v}

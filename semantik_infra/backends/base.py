@@ -9,14 +9,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from semantik_infra.config import Settings
 from semantik_infra.errors import BackendError, ConfigError
 from semantik_infra.proc import Command
 from semantik_infra.urls import DatabaseURL
 
-Reporter = Callable[[str, float | None], None]
-"""Called with a human status line and, if known, how long that step took."""
+
+class Reporter(Protocol):
+    """Called with a human status line, how long that step took (if known), and its status:
+    ok (done), info (under way), warn (something the user should know)."""
+
+    def __call__(self, text: str, seconds: float | None = None, status: str = "ok", /) -> None:
+        """Report one step."""
+
 
 CLIENT_TOOLS = ("psql", "pg_dump", "pg_restore", "pg_dumpall", "pg_isready")
 # SQLSTATEs that mean "the server is there but not ready yet": keep polling.
@@ -26,8 +33,21 @@ FIRST_DELAY = 0.05
 MAX_DELAY = 0.5
 
 
-def quiet(_text: str, _seconds: float | None = None) -> None:
+def quiet(_text: str, _seconds: float | None = None, _status: str = "ok", /) -> None:
     """A Reporter that prints nothing."""
+
+
+def port_mismatch_message(backend: str, running: int, settings: Settings) -> str:
+    """Our server runs on `running`, the settings say another port: what to do about it."""
+    configured = settings.database.port or 5432
+    if settings.database_source.startswith("DATABASE_URL"):
+        where = f"the port in DATABASE_URL is {configured}"
+    else:
+        where = f"POSTGRES_PORT is {configured} ({settings.sources.get('POSTGRES_PORT', 'default')})"
+    return (
+        f"this project's PostgreSQL ({backend}) runs on port {running}, but {where}: set POSTGRES_PORT={running},"
+        f" or move the server with `inv postgres.down` then `inv postgres.up`"
+    )
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,7 @@ class BackendStatus:
     backend: str
     running: bool
     facts: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """The status as aligned 'key: value' lines."""
@@ -98,6 +119,13 @@ class Backend(ABC):
     @abstractmethod
     def destroy_data(self, report: Reporter = quiet) -> None:
         """Stop the server and delete its data for good."""
+
+    def require_running(self) -> None:  # noqa: B027 - a server someone else runs: nothing to check
+        """Raise BackendError naming `inv postgres.up` when a server we manage is stopped."""
+
+    def port_mismatch(self) -> str | None:
+        """Why our running server cannot be reached at the configured port, if it runs on another."""
+        return None
 
     @property
     def manages_server(self) -> bool:

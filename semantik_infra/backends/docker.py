@@ -9,11 +9,19 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
-from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, quiet
+from semantik_infra.backends.base import (
+    Backend,
+    BackendStatus,
+    Reporter,
+    StartResult,
+    first_line,
+    port_mismatch_message,
+    quiet,
+)
 from semantik_infra.config import Settings
 from semantik_infra.console import Timer, format_duration
 from semantik_infra.errors import BackendError, ConfigError
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 HEALTH_POLL_SECONDS = 0.25
+# compose labels every volume with the name it has in the compose file.
+VOLUME_LABEL = "com.docker.compose.volume=postgres-data"
 LOG_LINES_ON_FAILURE = 20
 
 
@@ -82,6 +92,71 @@ def connect_engine(timeout: int = 10) -> DockerClient:
     return client
 
 
+def volume_name(settings: Settings) -> str:
+    """The data volume of the compose project: compose names volumes <project>_<volume>, and
+    compose/docker-compose.postgres.yml calls the volume postgres-data."""
+    return f"{settings.compose.project}_postgres-data"
+
+
+@contextlib.contextmanager
+def _engine_if_any() -> Iterator[DockerClient | None]:
+    """A client of the Docker engine, or None when there is no SDK or no engine; closed afterwards."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+    except Exception:  # no SDK or no engine: the callers' answer is "nothing there"
+        yield None
+        return
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def volume_exists(name: str) -> bool:
+    """True if an answering Docker engine has this volume; False without an engine."""
+    with _engine_if_any() as client:
+        try:
+            return client is not None and bool(client.volumes.get(name))
+        except Exception:  # not found, or an engine that stops answering: nothing we can use
+            return False
+
+
+def project_container(client: DockerClient, settings: Settings) -> Container | None:
+    """The compose project's PostgreSQL container (running or not), found by compose's labels."""
+    labels = [
+        f"com.docker.compose.project={settings.compose.project}",
+        f"com.docker.compose.service={settings.compose.service}",
+    ]
+    found = client.containers.list(all=True, filters={"label": labels})
+    return found[0] if found else None
+
+
+def running_container(settings: Settings) -> tuple[int, str] | None:
+    """(published port, 'container NAME') of this project's running container; None without one."""
+    with _engine_if_any() as client:
+        try:
+            container = project_container(client, settings) if client is not None else None
+        except Exception:  # an engine that stops answering: nothing we can point at
+            return None
+        if container is None or container.status != "running":
+            return None
+        port = published_port(container)
+        return (port, f"container {container.name}") if port else None
+
+
+def project_volumes() -> dict[str, str]:
+    """compose project -> volume name, for every compose project on this engine with a postgres-data
+    volume (empty without an engine): candidates when the project name was lost with .env."""
+    with _engine_if_any() as client:
+        try:
+            volumes = client.volumes.list(filters={"label": VOLUME_LABEL}) if client else []
+        except Exception:  # an engine that stops answering offers nothing
+            return {}
+        return {(v.attrs.get("Labels") or {}).get("com.docker.compose.project", "?"): v.name for v in volumes}
+
+
 def _short(error: Exception) -> str:
     text = str(error).splitlines()[0] if str(error) else type(error).__name__
     return text[:200]
@@ -122,12 +197,7 @@ class DockerBackend(Backend):
 
     def container(self) -> Container | None:
         """The service's container (running or not), found by compose's labels."""
-        labels = [
-            f"com.docker.compose.project={self.settings.compose.project}",
-            f"com.docker.compose.service={self.settings.compose.service}",
-        ]
-        found = self.client.containers.list(all=True, filters={"label": labels})
-        return found[0] if found else None
+        return project_container(self.client, self.settings)
 
     @property
     def data_location(self) -> str:
@@ -144,13 +214,36 @@ class DockerBackend(Backend):
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self, report: Reporter = quiet, timeout: float = 120.0) -> StartResult:
-        """compose up -d the service, then wait for a healthy container and a host connection."""
+        """compose up -d the service, then wait for a healthy container and a host connection.
+
+        Runs under the project lock: a second `up` waits, then finds the container created and healthy.
+        """
+        from semantik_infra.locking import project_lock
+
         _ = self.client  # fail early and clearly when there is no engine
+        with project_lock(self.settings.project_dir, lambda text: report(text, None, "info")):
+            return self._start(report, timeout)
+
+    def _start(self, report: Reporter, timeout: float) -> StartResult:
+        with Timer() as timer:
+            already = self.start_container(report, timeout)
+            seconds = self.wait_until_ready(max(1.0, timeout - timer.seconds))
+        if already:
+            return StartResult(already_running=True, seconds=seconds)
+        report(f"PostgreSQL accepts connections on 127.0.0.1:{self.port}", timer.seconds)
+        return StartResult(already_running=False, seconds=timer.seconds)
+
+    def start_container(self, report: Reporter = quiet, timeout: float = 120.0) -> bool:
+        """compose up -d the service and wait until its container is healthy, without logging in
+        from the host (recovery needs the container when the password does not work); True if it
+        was already running and healthy."""
+        mismatch = self.port_mismatch()
+        if mismatch:
+            raise BackendError(mismatch)
         existing = self.container()
         if existing is not None and existing.status == "running" and _health(existing) == "healthy":
-            seconds = self.wait_until_ready(timeout)
             report(f"container {existing.name} already running and healthy: nothing to do", None)
-            return StartResult(already_running=True, seconds=seconds)
+            return True
         if existing is None or existing.status != "running":
             self._check_port_free()
         self._ensure_image(report)
@@ -163,10 +256,8 @@ class DockerBackend(Backend):
             if result.returncode != 0:
                 raise BackendError(f"docker compose up failed: {_compose_error(result.stderr, self.port)}")
             container = self._wait_healthy(timeout)
-            report(f"container {container.name} is healthy", timer.seconds)
-            self.wait_until_ready(max(1.0, timeout - timer.seconds))
-        report(f"PostgreSQL accepts connections on 127.0.0.1:{self.port}", timer.seconds)
-        return StartResult(already_running=False, seconds=timer.seconds)
+        report(f"container {container.name} is healthy", timer.seconds)
+        return False
 
     def _check_port_free(self) -> None:
         from semantik_infra.backends.native import port_in_use
@@ -186,7 +277,7 @@ class DockerBackend(Backend):
             return
         except ImageNotFound:
             pass
-        report(f"pulling {image} …", None)
+        report(f"pulling {image} …", None, "info")
         try:
             with Timer() as timer:
                 self.client.images.pull(image)
@@ -258,9 +349,46 @@ class DockerBackend(Backend):
                 report(f"docker volume {name} does not exist: nothing to delete", None)
 
     def _declared_volume_name(self) -> str:
-        # Without a container we cannot read its mounts; compose names volumes <project>_<volume>,
-        # and compose/docker-compose.postgres.yml calls the volume postgres-data.
-        return f"{self.settings.compose.project}_postgres-data"
+        # Without a container we cannot read its mounts.
+        return volume_name(self.settings)
+
+    def running_port(self) -> int | None:
+        """The host port our running container publishes, if it runs."""
+        container = self.container()
+        if container is None or not container.attrs.get("State", {}).get("Running"):
+            return None
+        return published_port(container)
+
+    def port_mismatch(self) -> str | None:
+        """Why our running container cannot be reached at the configured port, if it publishes another."""
+        running = self.running_port()
+        if running is None or running == self.port:
+            return None
+        return port_mismatch_message(self.name, running, self.settings)
+
+    def require_running(self) -> None:
+        """Raise BackendError naming `inv postgres.up` when the container is not running."""
+        container = self.container()
+        if container is None or container.status != "running":
+            raise BackendError("the PostgreSQL container is not running: start it with `inv postgres.up`")
+
+    def set_password_in_container(self, role: str, verifier: str) -> None:
+        """Set `role`'s password (a SCRAM verifier) with psql inside the container over its local
+        socket, which the image trusts: the way back in when the password in .env was lost."""
+        from semantik_infra.backends.native import quote_identifier
+
+        self.require_running()
+        container = self.container()
+        assert container is not None
+        statement = f"ALTER ROLE {quote_identifier(role)} PASSWORD '{verifier}';\n"
+        argv = ("docker", "exec", "-i", container.id, "psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1")
+        argv += ("-U", role, "-d", "postgres")
+        result = proc.run(Command(argv), check=False, input_text=statement, timeout=60)
+        if result.returncode != 0:
+            why = first_line(result.stderr) or f"psql exited with {result.returncode}"
+            if "password" in why.lower():
+                why += " (the container's local socket does not trust local users, so this cannot help here)"
+            raise BackendError(f"could not set the password of {role} inside {container.name}: {why}")
 
     def status(self) -> BackendStatus:
         """Container state, health, image, published port and uptime."""
@@ -278,12 +406,19 @@ class DockerBackend(Backend):
             port=_published(container) or f"{self.port} (configured, not published)",
             data=self.data_location,
         )
-        if state.get("Running"):
+        running = bool(state.get("Running"))
+        if running:
             facts["uptime"] = _uptime(state.get("StartedAt", ""))
-        return BackendStatus(self.name, bool(state.get("Running")), facts)
+        mismatch = self.port_mismatch() if running else None
+        return BackendStatus(self.name, running, facts, (mismatch,) if mismatch else ())
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> int:
         """compose logs for the service; with --follow, Ctrl-C reaches compose and ends it cleanly."""
+        if self.container() is None:
+            raise BackendError(
+                "there is no PostgreSQL container, so no log: `inv postgres.down` removes the container and its"
+                " log with it (the data stays in the volume); `inv postgres.up` starts a new one"
+            )
         args = ["logs", "--no-color"]
         if tail is not None:
             args += ["--tail", str(tail)]
@@ -313,6 +448,15 @@ def _health(container: Container) -> str | None:
     container.reload()
     health: dict[str, Any] | None = container.attrs.get("State", {}).get("Health")
     return health.get("Status") if health else None
+
+
+def published_port(container: Container) -> int | None:
+    """The host port a container publishes for PostgreSQL's 5432, if any."""
+    ports = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
+    for binding in ports.get("5432/tcp") or []:
+        with contextlib.suppress(TypeError, ValueError):
+            return int(binding.get("HostPort"))
+    return None
 
 
 def _published(container: Container) -> str:

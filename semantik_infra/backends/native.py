@@ -23,6 +23,7 @@ from semantik_infra.backends.base import (
     BackendStatus,
     Reporter,
     StartResult,
+    port_mismatch_message,
     quiet,
     tail_lines,
     wait_until_ready,
@@ -155,6 +156,40 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def is_initialised(data_dir: Path) -> bool:
+    """True if `data_dir` holds a cluster (its PG_VERSION file exists)."""
+    try:
+        return (data_dir / "PG_VERSION").is_file()
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Postmaster:
+    """The server running on a data directory, from its postmaster.pid: pid, start time, port."""
+
+    pid: int
+    started: float
+    port: int
+
+
+def running_postmaster(data_dir: Path) -> Postmaster | None:
+    """The live server of `data_dir`, or None: this identifies *our* server, whatever port it uses."""
+    try:
+        # postmaster.pid: line 1 pid, line 3 start time (epoch), line 4 port.
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        postmaster = Postmaster(int(lines[0]), float(lines[2]), int(lines[3]))
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(postmaster.pid, 0)
+    except ProcessLookupError:
+        return None  # a stale file left by a crash
+    except PermissionError:
+        pass  # alive, owned by another user
+    return postmaster
+
+
 def unreachable_parent(path: Path, uid: int, gids: set[int]) -> Path | None:
     """The first existing ancestor of `path` that user `uid` cannot search (enter), or None."""
     for parent in reversed(path.parents):
@@ -238,7 +273,16 @@ class NativeBackend(Backend):
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self, report: Reporter = quiet, timeout: float = 60.0) -> StartResult:
-        """initdb on first use, write the settings file, start with pg_ctl, create the database, wait."""
+        """initdb on first use, write the settings file, start with pg_ctl, create the database, wait.
+
+        Runs under the project lock: a second `up` waits, then finds the cluster created and running.
+        """
+        from semantik_infra.locking import project_lock
+
+        with project_lock(self.settings.project_dir, lambda text: report(text, None, "info")):
+            return self._start(report, timeout)
+
+    def _start(self, report: Reporter, timeout: float) -> StartResult:
         report(
             f"PostgreSQL {self.binaries.version} from {self.binaries.bindir} (found by {self.binaries.found_by})", None
         )
@@ -246,6 +290,9 @@ class NativeBackend(Backend):
         if initialised:
             # Before "already running": a server of another major must not pass for this one.
             self._check_data_dir()
+        mismatch = self.port_mismatch()
+        if mismatch:
+            raise BackendError(mismatch)
         if self.is_running():
             seconds = self._wait_and_ensure_database(report, timeout)
             report(f"already running on 127.0.0.1:{self.port}: nothing to do", None)
@@ -302,20 +349,37 @@ class NativeBackend(Backend):
             report(f"{self.data_dir} does not exist: nothing to delete", None)
 
     def status(self) -> BackendStatus:
-        """Running or stopped, with pid, port, version, data dir and uptime."""
+        """Running or stopped, with pid, port, version, data dir and uptime; a warning when the
+        server runs on another port than the configured one."""
         facts = {
             "version": f"PostgreSQL {self.binaries.version}",
             "binaries": f"{self.binaries.bindir} ({self.binaries.found_by})",
             "data dir": str(self.data_dir) if self._is_initialised() else f"{self.data_dir} (not initialised)",
         }
-        pid_info = self._postmaster_info() if self.is_running() else None
-        if pid_info:
-            pid, started, port = pid_info
-            facts.update(pid=str(pid), port=str(port), uptime=format_duration(max(0.0, time.time() - started)))
+        postmaster = running_postmaster(self.data_dir) if self.is_running() else None
+        if postmaster:
+            facts.update(
+                pid=str(postmaster.pid),
+                port=str(postmaster.port),
+                uptime=format_duration(max(0.0, time.time() - postmaster.started)),
+            )
         else:
             facts["port"] = f"{self.port} (configured)"
         facts["log"] = str(self.log_file)
-        return BackendStatus(self.name, pid_info is not None, facts)
+        mismatch = self.port_mismatch() if postmaster else None
+        return BackendStatus(self.name, postmaster is not None, facts, (mismatch,) if mismatch else ())
+
+    def port_mismatch(self) -> str | None:
+        """Why the running server cannot be reached at the configured port, if it runs on another."""
+        postmaster = running_postmaster(self.data_dir)
+        if postmaster is None or postmaster.port == self.port:
+            return None
+        return port_mismatch_message(self.name, postmaster.port, self.settings)
+
+    def require_running(self) -> None:
+        """Raise BackendError naming `inv postgres.up` when the cluster is stopped."""
+        if not self.is_running():
+            raise BackendError(f"PostgreSQL (native, {self.data_dir}) is not running: start it with `inv postgres.up`")
 
     def logs(self, *, follow: bool = False, tail: int | None = None) -> int:
         """Print the server log's last lines, then follow it until Ctrl-C if asked."""
@@ -337,15 +401,7 @@ class NativeBackend(Backend):
         return result.returncode == 0
 
     def _is_initialised(self) -> bool:
-        return (self.data_dir / "PG_VERSION").is_file()
-
-    def _postmaster_info(self) -> tuple[int, float, int] | None:
-        # postmaster.pid: line 1 pid, line 3 start time (epoch), line 4 port.
-        try:
-            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
-            return int(lines[0]), float(lines[2]), int(lines[3])
-        except (OSError, ValueError, IndexError):
-            return None
+        return is_initialised(self.data_dir)
 
     def server_user(self) -> str:
         """The user the server runs as: `postgres` when invoked as root, else the current user."""
@@ -450,6 +506,25 @@ class NativeBackend(Backend):
             entry = pwd.getpwnam(self.run_as)
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def set_password_offline(self, role: str, verifier: str) -> None:
+        """Set `role`'s password (a SCRAM verifier, never the password) while the cluster is stopped,
+        through single-user mode: no network, no pg_hba change, nothing to undo afterwards."""
+        if self.is_running():
+            raise BackendError("the server must be stopped to set a password in single-user mode")
+        self._check_data_dir()
+        # A verifier is base64 and '$:' only, so it needs no escaping inside the quotes.
+        statement = f"ALTER ROLE {quote_identifier(role)} PASSWORD '{verifier}';\n"
+        result = proc.run(
+            self._server_command("postgres", "--single", "-D", self.data_dir, "postgres"),
+            check=False,
+            input_text=statement,
+            timeout=120,
+        )
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if "ERROR:" in line or "FATAL:" in line]
+        if result.returncode != 0 or errors:
+            why = errors[0].split(":", 3)[-1].strip() if errors else proc.last_line(result.stderr)
+            raise BackendError(f"could not set the password of {role} in single-user mode: {why}")
+
     def _wait_and_ensure_database(self, report: Reporter, timeout: float) -> float:
         # Wait on the maintenance database: the configured one may not exist yet.
         seconds = wait_until_ready(
@@ -485,6 +560,20 @@ def _major_of(version: str) -> float:
         return float(version)
     except ValueError:
         return 0.0
+
+
+def data_major(data_dir: Path) -> int | None:
+    """The PostgreSQL major that made the cluster in `data_dir`, or None when there is none."""
+    try:
+        major = _major_of((data_dir / "PG_VERSION").read_text().strip())
+    except OSError:
+        return None
+    return int(major) if major >= 10 else None
+
+
+def quote_identifier(name: str) -> str:
+    """A SQL identifier in double quotes, for text we cannot pass as a query parameter."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _follow(path: Path) -> None:

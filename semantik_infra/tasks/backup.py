@@ -3,10 +3,10 @@ verify, prune) and `postgres.restore`."""
 
 from __future__ import annotations
 
-from invoke import Context, task
+from invoke import Context
 from invoke.exceptions import Exit
 
-from semantik_infra.tasks._common import confirm, infra_task, load
+from semantik_infra.tasks._common import confirm, infra_task, load, task
 
 
 @task(
@@ -37,6 +37,7 @@ def backup(
         raise ConfigError("--encrypt and --no-encrypt contradict each other: pass one")
     settings = load()
     backend = select_backend(settings)
+    backend.require_running()
     progress = Progress("backing up")
     try:
         result = create_backup(
@@ -72,23 +73,25 @@ def backup(
 )
 @infra_task
 def backups(
-    c: Context, verify: bool = False, prune: bool = False, keep: int = 0, keep_days: float = 0, dry_run: bool = False
+    c: Context, verify: bool = False, prune: bool = False, keep: int = 0, keep_days: float = 0.0, dry_run: bool = False
 ) -> None:
     """List backups (date, size, database, encrypted, verified); verify or prune them."""
     from datetime import UTC, datetime
 
     from semantik_infra.backends import select_backend
     from semantik_infra.backup import (
+        LISTING_HEADER,
         delete_backup,
-        describe_entry,
         encryption_key,
+        entry_columns,
+        entry_size,
         list_backups,
         remove_partial,
         select_for_pruning,
         stale_partials,
         verify_archive,
     )
-    from semantik_infra.console import status_line, step
+    from semantik_infra.console import format_bytes, format_table, status_line, step
     from semantik_infra.errors import BackupError
 
     settings = load()
@@ -99,11 +102,14 @@ def backups(
         for entry in doomed:
             if not dry_run:
                 delete_backup(entry)
-            step(f"{'would delete' if dry_run else 'deleted'} {entry.path.name}")
+            step(f"{'would delete' if dry_run else 'deleted'} {entry.path.name}", status="info" if dry_run else "ok")
         for path in leftovers:
             if not dry_run:
                 remove_partial(path)
-            step(f"{'would remove' if dry_run else 'removed'} {path.name} (left by an interrupted backup)")
+            step(
+                f"{'would remove' if dry_run else 'removed'} {path.name} (left by an interrupted backup)",
+                status="info" if dry_run else "ok",
+            )
         step(f"{len(entries) - len(doomed)} backups kept" + (" (dry run: nothing deleted)" if dry_run else ""))
         return
     if leftovers:
@@ -116,8 +122,10 @@ def backups(
     if verify and settings.backup.encryption_key:
         key = encryption_key(settings, True)
     failures = 0
-    for entry in entries:
-        line = describe_entry(entry)
+    rows = [entry_columns(entry) for entry in entries]
+    header, *lines = format_table(LISTING_HEADER, rows, right=(1,))
+    print((" " * len(status_line("ok", "")) if verify else "") + header)
+    for entry, line in zip(entries, lines, strict=True):
         if verify:
             try:
                 verdict = verify_archive(backend, entry, key)  # type: ignore[arg-type]
@@ -127,6 +135,10 @@ def backups(
                 print(status_line("fail", f"{line}  [{error}]"))
         else:
             print(line)
+    total = sum(entry_size(entry) for entry in entries)
+    print(
+        f"{len(entries)} backup{'s' if len(entries) != 1 else ''}, {format_bytes(total)} in {settings.backup.directory}"
+    )
     if failures:
         raise Exit(f"error: {failures} of {len(entries)} backups failed verification", code=1)
 
@@ -158,6 +170,7 @@ def restore(
 
     settings = load()
     backend = select_backend(settings)
+    backend.require_running()
     entry = resolve_archive(settings, archive)
     live = settings.database.database
     if in_place:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from invoke import Context, task
+from invoke import Context
 from invoke.exceptions import Exit
 
-from semantik_infra.tasks._common import infra_task, load
+from semantik_infra.tasks._common import infra_task, load, task
 
 
 @task(

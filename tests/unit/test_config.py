@@ -16,6 +16,7 @@ SECRET = "Sup3r-s3cret-Pa55word"
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "env").mkdir()
+    (tmp_path / "env" / ".env.example").touch()  # what marks a project directory
     return tmp_path
 
 

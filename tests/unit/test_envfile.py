@@ -109,7 +109,7 @@ def test_init_tightens_a_readable_file(project):
 
 def test_init_without_example(tmp_path):
     with pytest.raises(ConfigError, match="example env file not found"):
-        envfile.init_env_file(tmp_path / ".env", tmp_path / "missing", {}, read_values=values)
+        envfile.init_env_file(tmp_path / ".env", tmp_path / "missing", {})
 
 
 def test_password_entropy_and_length_limits():
