@@ -96,10 +96,10 @@ def fresh_project_backend(settings: Settings) -> AutoChoice:
     engine = docker_engine_answers(image=image)
     if engine == "ready":
         return AutoChoice("docker", f"a Docker engine answers and has {image}")
-    from semantik_infra.backends.embedded import embedded_available
+    from semantik_infra.backends.embedded import embedded_available, wanted_major
 
     if embedded_available(settings):
-        return AutoChoice("embedded", f"PostgreSQL {settings.embedded_major} came with pip install (embedded)")
+        return AutoChoice("embedded", f"PostgreSQL {wanted_major(settings)} came with pip install (embedded)")
     from semantik_infra.backends.native import find_server_binaries
 
     try:

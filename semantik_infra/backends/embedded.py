@@ -111,10 +111,25 @@ def _version_of(root: Path) -> tuple[str, int | None]:
     return parse_version(result.stdout)
 
 
+def wanted_major(settings: Settings) -> int:
+    """The major to run: EMBEDDED_PG_MAJOR when set; else the major of the cluster already in
+    POSTGRES_DATA_DIR when the wheel ships it (the data is a recorded fact, an image tag a guess);
+    else POSTGRES_IMAGE's tag, else 16 (`settings.embedded_major`)."""
+    if not settings.values.get("EMBEDDED_PG_MAJOR"):
+        from semantik_infra.backends.native import data_major
+
+        major = data_major(settings.data_dir)
+        if major is not None and major in wheel_majors():
+            return major
+    return settings.embedded_major
+
+
 def major_reason(settings: Settings) -> str:
     """Why the embedded backend runs the major it does, for messages."""
     if settings.values.get("EMBEDDED_PG_MAJOR"):
         return f"EMBEDDED_PG_MAJOR in {settings.sources['EMBEDDED_PG_MAJOR']}"
+    if wanted_major(settings) != settings.embedded_major:
+        return f"the cluster in {settings.data_dir}"
     if major_from_image(settings.compose.image) is not None:
         return f"the tag of POSTGRES_IMAGE={settings.compose.image}"
     return "the default"
@@ -123,12 +138,13 @@ def major_reason(settings: Settings) -> str:
 def find_install(settings: Settings) -> WheelInstall:
     """The wheel's install of the configured major, or BackendError naming the majors it has."""
     installs = wheel_installs()
+    major = wanted_major(settings)
     for install in installs:
-        if install.major == settings.embedded_major:
+        if install.major == major:
             return install
     shipped = " and ".join(str(install.major) for install in installs)
     raise BackendError(
-        f"embedded PostgreSQL {settings.embedded_major} ({major_reason(settings)}) is not in"
+        f"embedded PostgreSQL {major} ({major_reason(settings)}) is not in"
         f" {DISTRIBUTION} {installs[0].package_version}, which ships PostgreSQL {shipped}:"
         " set EMBEDDED_PG_MAJOR to one of them"
     )

@@ -22,7 +22,8 @@ from tests.conftest import clean_environ, free_port, make_project_dir, run_task
 
 pytestmark = pytest.mark.integration
 
-NO_IMAGE = "semantik-infra/no-such-image:0"  # so `auto` picks the native backend on a Docker machine
+NO_IMAGE = "semantik-infra/no-such-image:0"  # so `auto` does not pick docker on a Docker machine
+NO_EMBEDDED_MAJOR = "17"  # a major the wheel does not ship, so `auto` picks the system's binaries
 TEST_IMAGE = os.environ.get("SEMANTIK_TEST_IMAGE") or "semantik-infra/postgres-test:15"
 
 
@@ -35,7 +36,10 @@ class Onboarded:
 
 def fresh_environ(project: Path) -> dict[str, str]:
     return clean_environ(
-        SEMANTIK_PROJECT_DIR=str(project), POSTGRES_IMAGE=NO_IMAGE, COMPOSE_PROJECT_NAME=f"sitest{secrets.token_hex(4)}"
+        SEMANTIK_PROJECT_DIR=str(project),
+        POSTGRES_IMAGE=NO_IMAGE,
+        EMBEDDED_PG_MAJOR=NO_EMBEDDED_MAJOR,
+        COMPOSE_PROJECT_NAME=f"sitest{secrets.token_hex(4)}",
     )
 
 
@@ -124,12 +128,12 @@ def test_auto_never_moves_away_from_the_native_data(onboarded: Onboarded):
         assert status.returncode == 0, status.stdout + status.stderr
         assert status.stdout.splitlines()[:2] == ["backend:  native", "state:    running"]
         check = run_task("env.check", environ=environ, cwd=onboarded.project)
-        assert f"auto → native (this project's data is in the native data directory {onboarded.project}" in check.stdout
+        assert f"auto → native (this project's data is in the data directory {onboarded.project}" in check.stdout
         subprocess.run(["docker", "volume", "create", volume], check=True, capture_output=True)
         both = run_task("postgres.status", environ=environ, cwd=onboarded.project)
         assert both.returncode == 1
         assert both.stderr.strip() == (
-            f"error: this project has data in the native data directory {onboarded.project / 'data' / 'postgres'}"
+            f"error: this project has data in the data directory {onboarded.project / 'data' / 'postgres'}"
             f" and in the docker volume {volume}: set SEMANTIK_PG_BACKEND to the one you use (native or docker) in .env"
         )
     finally:
@@ -176,7 +180,7 @@ def test_doctor_with_env_missing_tells_the_truth_and_writes_nothing(onboarded: O
         assert code == 1
         text = "\n".join(f"{f['status']} {f['area']}: {f['summary']} | {f['hint']}" for f in findings)
         assert "not by our server" not in text, text
-        assert "fail backend: this project has a cluster (the native data directory" in text, text
+        assert "fail backend: this project has a cluster (the data directory" in text, text
         assert "rotate-password --recover" in text
         assert f"runs on port {onboarded.port}, but POSTGRES_PORT is 5432" in text
     finally:

@@ -33,7 +33,7 @@ def test_the_wheel_ships_16_and_18_with_pgvector_and_client_tools():
 
 
 def test_a_major_the_wheel_lacks_names_the_ones_it_has(tmp_path):
-    settings = load_settings(environ={"EMBEDDED_PG_MAJOR": "17"}, cwd=tmp_path)
+    settings = load_settings(environ={"EMBEDDED_PG_MAJOR": "17", "SEMANTIK_PROJECT_DIR": str(tmp_path)}, cwd=tmp_path)
     with pytest.raises(BackendError) as raised:
         find_install(settings)
     message = str(raised.value)
@@ -42,7 +42,7 @@ def test_a_major_the_wheel_lacks_names_the_ones_it_has(tmp_path):
 
 
 def test_copy_keeps_the_layout_the_binaries_need_and_is_made_once(tmp_path):
-    install = find_install(load_settings(environ={}, cwd=tmp_path))
+    install = find_install(load_settings(environ={"SEMANTIK_PROJECT_DIR": str(tmp_path)}, cwd=tmp_path))
     cache = tmp_path / "cache"
     me = pwd.getpwuid(os.geteuid()).pw_name
     root = cached_copy(install, cache, me)
@@ -75,7 +75,7 @@ def test_abandoned_temporary_copies_are_removed_but_not_ones_in_progress(tmp_pat
 
 
 def test_a_cache_others_can_write_is_refused_before_copying_unless_sticky(tmp_path):
-    install = find_install(load_settings(environ={}, cwd=tmp_path))
+    install = find_install(load_settings(environ={"SEMANTIK_PROJECT_DIR": str(tmp_path)}, cwd=tmp_path))
     me = pwd.getpwuid(os.geteuid()).pw_name
     cache = tmp_path / "shared"
     cache.mkdir()
