@@ -387,12 +387,16 @@ def check_client_tools(report: DoctorReport, settings: Settings, backend_name: s
     from semantik_infra.proc import Command, run
 
     try:
-        # The embedded backend's client tools come with its server, from the same wheel.
-        pg_dump = (
-            _local_backend(settings, "embedded").binaries.tool("pg_dump")
-            if backend_name == "embedded"
-            else find_client_tool("pg_dump", settings.pg_bin)
-        )
+        # The embedded backend's client tools come with its server, from the same wheel; the
+        # external backend picks the tools that can dump its server.
+        if backend_name == "embedded":
+            pg_dump = _local_backend(settings, "embedded").binaries.tool("pg_dump")
+        elif backend_name == "external":
+            from semantik_infra.backends.external import ExternalBackend
+
+            pg_dump = ExternalBackend(settings).tool("pg_dump")
+        else:
+            pg_dump = find_client_tool("pg_dump", settings.pg_bin)
     except InfraError as error:
         report.add("client tools", FAIL, str(error))
         return

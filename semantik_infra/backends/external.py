@@ -4,13 +4,18 @@ work against it with the machine's own client programs."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from pathlib import Path
 
 from semantik_infra.backends.base import Backend, BackendStatus, Reporter, StartResult, first_line, quiet
-from semantik_infra.backends.native import find_client_tool
+from semantik_infra.backends.native import find_client_tool, tool_major
 from semantik_infra.errors import BackendError
 from semantik_infra.proc import Command
 from semantik_infra.urls import libpq_environment
+
+# Client programs whose version must not be older than the server's.
+VERSIONED_TOOLS = ("pg_dump", "pg_dumpall", "pg_restore")
 
 
 class ExternalBackend(Backend):
@@ -68,4 +73,40 @@ class ExternalBackend(Backend):
     ) -> Command:
         """The machine's own client tool, pointed at the server through PG* variables."""
         url = self.url.with_database(database) if database else self.url
-        return Command((str(find_client_tool(tool, self.settings.pg_bin)), *args), env=libpq_environment(url))
+        return Command((str(self.tool(tool)), *args), env=libpq_environment(url))
+
+    def tool(self, tool: str) -> Path:
+        """The client program this backend runs for `tool` (see VERSIONED_TOOLS)."""
+        # pg_dump refuses a server newer than itself, and pg_restore an archive a newer pg_dump made:
+        # when the machine's tools are older than the server, the wheel's of its major (or the next
+        # newer) serve instead. PG_BIN is the user's explicit choice and always wins.
+        found = find_client_tool(tool, self.settings.pg_bin)
+        if self.settings.pg_bin is not None or tool not in VERSIONED_TOOLS:
+            return found
+        server = self._server_major
+        if server is None or tool_major(found) >= server:
+            return found
+        from semantik_infra.backends.embedded import wheel_installs
+
+        try:
+            installs = wheel_installs()
+        except BackendError:
+            return found
+        for install in installs:
+            candidate = install.root / "bin" / tool
+            if install.major >= server and candidate.is_file():
+                return candidate
+        return found
+
+    @functools.cached_property
+    def _server_major(self) -> int | None:
+        import psycopg2
+
+        try:
+            connection = psycopg2.connect(**self.url.libpq_params(), connect_timeout=str(self.settings.connect_timeout))
+        except psycopg2.Error:
+            return None  # the task's own connection says why
+        try:
+            return int(connection.server_version) // 10000
+        finally:
+            connection.close()

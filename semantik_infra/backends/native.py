@@ -7,6 +7,7 @@ the server refuses to run as root."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -89,6 +90,13 @@ def find_client_tool(tool: str, pg_bin: Path | None) -> Path:
     if bindir is not None and (bindir / tool).is_file():
         return bindir / tool
     raise BackendError(f"{tool} not found: install the PostgreSQL client tools (apt-get install postgresql-client)")
+
+
+@functools.lru_cache(maxsize=32)
+def tool_major(path: Path) -> int:
+    """The major version a PostgreSQL program reports (0 when it reports none)."""
+    result = proc.run(Command((str(path), "--version")), check=False, timeout=10)
+    return parse_version(result.stdout)[1] or 0
 
 
 def _candidate_bindirs() -> list[tuple[Path, str]]:

@@ -64,7 +64,7 @@ def test_connect_timeout_in_the_url_works_for_every_task(url_database):
         assert "Traceback" not in result.stderr
     doctor = run_task("doctor", environ=environ, cwd=project)
     assert "Traceback" not in doctor.stderr and "multiple values" not in doctor.stdout + doctor.stderr
-    assert "✓ client tools: pg_dump 15" in doctor.stdout, doctor.stdout
+    assert "✓ client tools: pg_dump " in doctor.stdout, doctor.stdout
 
 
 def _shell_on_a_terminal(environ: dict[str, str], cwd) -> tuple[int, str]:
