@@ -114,7 +114,8 @@ class DbProject:
         return sorted(self.backups.glob("*.dump"))
 
 
-def db_project(cluster: RunningCluster, database: str = "", **extra: str) -> DbProject:
+def db_project(cluster: RunningCluster, database: str = "", options: str = "", **extra: str) -> DbProject:
+    """A project with its own new database (`options` go to CREATE DATABASE) and a fresh backup key."""
     database = database or f"t_{secrets.token_hex(4)}"
     project_dir = make_project_dir()
     environ = {
@@ -126,7 +127,7 @@ def db_project(cluster: RunningCluster, database: str = "", **extra: str) -> DbP
         **extra,
     }
     project = DbProject(cluster, project_dir, database, environ)
-    project.sql(f'CREATE DATABASE "{database}"', database="postgres")
+    project.sql(f'CREATE DATABASE "{database}" {options}', database="postgres")
     return project
 
 
@@ -245,3 +246,15 @@ def assert_live_unchanged(cluster: RunningCluster) -> None:
             cursor.execute("DROP TABLE marker")
     finally:
         connection.close()
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single `error:` line a failed task printed on stderr (asserting there is exactly one)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stdout + result.stderr
+    return lines[0]
+
+
+def warn_lines(output: str) -> list[str]:
+    """Lines printed with the warning mark."""
+    return [line for line in output.splitlines() if line.startswith(("! ", "[warn] "))]

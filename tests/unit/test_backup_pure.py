@@ -16,7 +16,6 @@ from semantik_infra.backup import (
     parse_archive_name,
     pg_dump_argv,
     select_for_pruning,
-    toc_tables,
 )
 from semantik_infra.errors import BackupError, ConfigError
 
@@ -80,9 +79,8 @@ LISTING = """\
 """
 
 
-def test_toc_parsing():
+def test_toc_entries_are_counted_without_comments():
     assert count_toc_entries(LISTING) == 4
-    assert toc_tables(LISTING) == ["public.docs", 'public."odd']
 
 
 def entry(days_old: float, database: str = "db", with_manifest: bool = True) -> BackupEntry:
@@ -164,22 +162,45 @@ def test_partial_names_carry_the_writer_pid():
     assert partial_writer_pid(f".{archive_name('db', NOW, 'directory')}.77.partial") == 77
     assert partial_writer_pid(final) is None
     assert partial_writer_pid(".env.partial") is None
+    assert partial_writer_pid(f".{final}.json.4242.k3j_x9az.partial") == 4242
 
 
-def test_only_old_partials_of_dead_writers_are_stale(tmp_path: Path):
+def test_partials_are_in_progress_until_their_writer_is_gone_and_they_sit_idle(tmp_path: Path):
     import os
     import subprocess
 
-    from semantik_infra.backup import STALE_PARTIAL_SECONDS, stale_partials
+    from semantik_infra.backup import ABANDONED, ABANDONED_AFTER_SECONDS, IN_PROGRESS, list_partials
 
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid that no longer runs
     final = archive_name("db", NOW)
     dead = tmp_path / f".{final}.{gone.pid}.abcd1234.partial"
     alive = tmp_path / f".{final}.{os.getpid()}.abcd1234.partial"
-    for path in (dead, alive):
+    manifest = tmp_path / f".{final}.json.{gone.pid}.abcd1234.partial"
+    now = 1_800_000_000.0
+    for path in (dead, alive, manifest):
         path.write_bytes(b"x")
+        os.utime(path, (now, now))
     (tmp_path / final).write_bytes(b"archive")
-    now = dead.stat().st_mtime
-    assert stale_partials(tmp_path, now=now) == []  # a writer may just have died: wait an hour
-    assert stale_partials(tmp_path, now=now + STALE_PARTIAL_SECONDS) == [dead]
+
+    def states(at: float) -> dict[str, str]:
+        return {partial.path.name: partial.state for partial in list_partials(tmp_path, now=at)}
+
+    # A writer may just have died while its last write is seconds old: give it a minute.
+    assert states(now) == {dead.name: IN_PROGRESS, alive.name: IN_PROGRESS, manifest.name: IN_PROGRESS}
+    later = states(now + ABANDONED_AFTER_SECONDS)
+    assert later == {dead.name: ABANDONED, alive.name: IN_PROGRESS, manifest.name: ABANDONED}
+
+
+def test_backup_dir_problems_name_the_variable(tmp_path: Path):
+    from semantik_infra.backup import prepare_backup_dir
+
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=rf"^BACKUP_DIR={afile} is a file"):
+        prepare_backup_dir(afile)
+    with pytest.raises(ConfigError, match=rf"^BACKUP_DIR={afile}/sub cannot be created: {afile} is a file"):
+        prepare_backup_dir(afile / "sub")
+    fresh = tmp_path / "new" / "dir"
+    prepare_backup_dir(fresh)
+    assert fresh.is_dir() and list(fresh.iterdir()) == []
