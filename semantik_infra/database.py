@@ -48,6 +48,15 @@ _BY_SQLSTATE = {
 # Connection-level failures carry no SQLSTATE: recognise them by libpq's message text.
 _BY_MESSAGE = (
     (
+        # Only an interrupted restore's swap closes the database; `postgres.up` reopens it.
+        "is not currently accepting connections",
+        ErrorKind(
+            PERMANENT,
+            "the database does not accept connections (ALLOW_CONNECTIONS is off, as an interrupted restore"
+            " leaves it): run `inv postgres.up` to reopen it",
+        ),
+    ),
+    (
         "password authentication failed",
         ErrorKind(PERMANENT, "wrong password, or no such role", "POSTGRES_PASSWORD and POSTGRES_USER"),
     ),

@@ -45,10 +45,11 @@ def up(c: Context, timeout: float = 60.0) -> None:
 
 
 @task(
+    auto_shortflags=False,
     help={
         "volumes": "Docker only: also delete the data volume (asks first unless --yes)",
         "yes": "Do not ask for confirmation",
-    }
+    },
 )
 @infra_task
 def down(c: Context, volumes: bool = False, yes: bool = False) -> None:
@@ -65,8 +66,13 @@ def down(c: Context, volumes: bool = False, yes: bool = False) -> None:
 @task
 @infra_task
 def status(c: Context) -> None:
-    """Show whether PostgreSQL runs, with pid/container, port, version, data location and uptime."""
-    report = _backend().status()
+    """Show whether PostgreSQL runs, with pid/container, port, version, data location, uptime and leftovers."""
+    from semantik_infra.leftovers import leftovers_fact
+
+    backend = _backend()
+    report = backend.status()
+    if report.running:
+        report = leftovers_fact(backend.settings, report)
     print("\n".join(report.lines()))
     if not report.running:
         raise Exit(code=3)
@@ -102,7 +108,7 @@ def shell(c: Context, command: str = "", database: str = "") -> None:
         raise Exit(code=code)
 
 
-@task(help={"yes": "Do not ask for confirmation"})
+@task(auto_shortflags=False, help={"yes": "Do not ask for confirmation"})
 @infra_task
 def reset(c: Context, yes: bool = False) -> None:
     """Stop PostgreSQL and delete all its data (asks first unless --yes)."""
