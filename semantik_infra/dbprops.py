@@ -3,12 +3,22 @@ encoding, locale provider, locale and ICU locale (from its CREATE DATABASE), and
 pg_restore runs only with --create (ALTER DATABASE … SET / CONNECTION LIMIT, COMMENT ON DATABASE,
 SECURITY LABEL, GRANT/REVOKE … ON DATABASE, ALTER ROLE … IN DATABASE … SET). They are read from
 `pg_restore --create --schema-only` output with a small SQL tokenizer (quotes, comments, dollar
-quoting, psql meta-commands) and rewritten for another database name. Pure functions only."""
+quoting, psql meta-commands) and rewritten for another database name (pure functions), then used to
+create a restore's scratch database and re-applied to it before the swap (the edges, at the end)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semantik_infra import proc
+from semantik_infra.errors import BackupError
+
+if TYPE_CHECKING:
+    from semantik_infra.backends.base import Backend
+    from semantik_infra.config import Settings
 
 # Kinds of statement to re-apply; "privileges" and "role settings" name roles the server may lack.
 SETTINGS, COMMENT, LABEL, PRIVILEGES, ROLE_SETTINGS = (
@@ -246,3 +256,88 @@ def create_database_sql(name: str, properties: DatabaseProperties | None) -> str
     options = properties.create_options if properties else (("ENCODING", "'UTF8'"),)
     rendered = "".join(f" {key} = {value}" for key, value in options)
     return f"CREATE DATABASE {quote_ident(name)} WITH TEMPLATE = template0{rendered}"
+
+
+# --- the edges: reading an archive, creating and altering databases -------------------------------
+
+
+def read_database_properties(backend: Backend, archive: Path, key: bytes | None) -> DatabaseProperties | None:
+    """The archived database's encoding, locale and database-level statements, from
+    `pg_restore --create --schema-only` (which reads the table of contents, not the data)."""
+    from semantik_infra.backup import archive_reader
+
+    args = ["--create", "--schema-only", "--file", "-"]
+    if archive.is_dir():
+        result = proc.run(backend.client_command("pg_restore", [*args, str(archive)]), check=False, timeout=600)
+        status, schema, errors = result.returncode, result.stdout, result.stderr
+    else:
+        with archive_reader(archive, key) as source:
+            status, schema, errors = proc.feed_from(backend.client_command("pg_restore", args), source)
+    if status != 0:
+        raise BackupError(f"{archive.name}: pg_restore cannot read its schema: {proc.last_line(errors) or status}")
+    return parse_database_properties(schema)
+
+
+def create_scratch_database(settings: Settings, name: str, properties: DatabaseProperties | None) -> None:
+    """CREATE DATABASE `name` with the archive's encoding and locale (or the server's defaults without
+    `properties`); one line saying what the configured user lacks, or which locale the server lacks."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from semantik_infra.database import first_line
+    from semantik_infra.restore import admin_connection, database_exists
+
+    connection = admin_connection(settings, name)
+    try:
+        with connection.cursor() as cursor:
+            if database_exists(cursor, name):
+                raise BackupError(f"database {name} already exists: another restore is running, or drop it")
+            cursor.execute(sql.SQL(create_database_sql(name, properties)))
+    except psycopg2.errors.InsufficientPrivilege as error:
+        raise BackupError(
+            f"cannot create the scratch database {name} ({first_line(str(error))}):"
+            " the configured user needs CREATEDB, or use --in-place"
+        ) from None
+    except psycopg2.Error as error:
+        if properties is None:
+            raise BackupError(f"cannot create the scratch database {name} ({first_line(str(error))})") from None
+        locale = ", ".join(f"{key} {value}" for key, value in properties.create_options)
+        raise BackupError(
+            f"cannot create the scratch database {name} with the archive's {locale} ({first_line(str(error))}):"
+            " install that locale on the server, or pass --server-locale to use the server's default"
+        ) from None
+    finally:
+        connection.close()
+
+
+def apply_database_properties(
+    settings: Settings, database: str, properties: DatabaseProperties, *, privileges: bool = True
+) -> list[str]:
+    """Run the archive's database-level statements (settings, comment, GRANTs, per-role settings)
+    against `database` in one transaction; the kinds applied."""
+    import psycopg2
+
+    from semantik_infra.database import first_line
+    from semantik_infra.restore import admin_connection
+
+    statements = [s for s in properties.statements if privileges or s.kind not in (PRIVILEGES, ROLE_SETTINGS)]
+    if not statements:
+        return []
+    connection = admin_connection(settings, database)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN")
+            for statement in statements:
+                try:
+                    cursor.execute(statement.sql_for(database))
+                except psycopg2.Error as error:
+                    privileged = statement.kind in (PRIVILEGES, ROLE_SETTINGS)
+                    raise BackupError(
+                        f"cannot re-apply the archived database's {statement.kind} to {database}"
+                        f" ({first_line(str(error))})"
+                        + (": create the role, or pass --no-privileges" if privileged else "")
+                    ) from None
+            cursor.execute("COMMIT")
+    finally:
+        connection.close()
+    return list(dict.fromkeys(statement.kind for statement in statements))

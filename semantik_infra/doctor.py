@@ -17,7 +17,7 @@ from semantik_infra.config import SECRET_NAMES, Settings, read_env_file
 from semantik_infra.errors import ConfigError, InfraError
 
 if TYPE_CHECKING:
-    from semantik_infra.backup import BackupEntry
+    from semantik_infra.catalog import BackupEntry
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STALE_BACKUP_DAYS = 7
@@ -367,7 +367,8 @@ def check_backups(report: DoctorReport, settings: Settings) -> None:
     whether it verifies, and temp files left by killed backups."""
     import time
 
-    from semantik_infra.backup import ABANDONED, backup_dir_problem, list_backups, list_partials, manifest_key_source
+    from semantik_infra.backup import manifest_key_source
+    from semantik_infra.catalog import ABANDONED, backup_dir_problem, list_backups, list_partials
 
     directory = settings.backup.directory
     problem = backup_dir_problem(directory)
@@ -441,7 +442,7 @@ def check_server_leftovers(report: DoctorReport, settings: Settings) -> None:
     )
 
     database = settings.database.database or "postgres"
-    closed = refuses_connections(settings)
+    closed = refuses_connections(settings, connect_timeout=3)  # quick, like the other probes here
     if closed is None:
         return
     if closed:

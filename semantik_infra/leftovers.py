@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import secrets
 import socket
@@ -79,13 +80,7 @@ def host_id() -> str:
 
 def new_tag(operation: str) -> ClientTag:
     """A fresh tag for a client process this task is about to start."""
-    return ClientTag(operation, host_id(), _own_pid(), secrets.token_hex(4))
-
-
-def _own_pid() -> int:
-    import os
-
-    return os.getpid()
+    return ClientTag(operation, host_id(), os.getpid(), secrets.token_hex(4))
 
 
 def parse_tag(text: str | None) -> ClientTag | None:
@@ -138,11 +133,11 @@ def _live(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def _maintenance(settings: Settings, action: str) -> Iterator[Any]:
+def _maintenance(settings: Settings, action: str, connect_timeout: int | None = None) -> Iterator[Any]:
     """A cursor on the maintenance database of the configured one; errors become one BackupError."""
     from semantik_infra.restore import admin_connection, database_errors
 
-    connection = admin_connection(settings, _live(settings))
+    connection = admin_connection(settings, _live(settings), connect_timeout=connect_timeout)
     try:
         with database_errors(action), connection.cursor() as cursor:
             yield cursor
@@ -254,10 +249,11 @@ def cancel_orphans(settings: Settings, backend: Backend, report: Report = _quiet
 # --- a database an interrupted swap closed -----------------------------------------------------
 
 
-def refuses_connections(settings: Settings) -> bool | None:
-    """True if the configured database exists but does not allow connections; None if unknown."""
+def refuses_connections(settings: Settings, connect_timeout: int | None = None) -> bool | None:
+    """True if the configured database exists but does not allow connections; None if unknown
+    (the server cannot be reached within `connect_timeout`)."""
     try:
-        with _maintenance(settings, "cannot read pg_database") as cursor:
+        with _maintenance(settings, "cannot read pg_database", connect_timeout) as cursor:
             cursor.execute("SELECT datallowconn FROM pg_database WHERE datname = %s", (_live(settings),))
             row = cursor.fetchone()
     except BackupError:

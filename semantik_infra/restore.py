@@ -23,18 +23,16 @@ from typing import TYPE_CHECKING, Any
 from semantik_infra import proc
 from semantik_infra.backends.base import Backend
 from semantik_infra.backup import (
-    BackupEntry,
     archive_reader,
     check_jobs,
     check_without_manifest,
-    list_backups,
-    load_entry,
     manifest_key_source,
     verify_archive,
 )
+from semantik_infra.catalog import BackupEntry, list_backups, load_entry
 from semantik_infra.config import Settings
 from semantik_infra.console import Timer
-from semantik_infra.dbprops import PRIVILEGES, ROLE_SETTINGS, DatabaseProperties
+from semantik_infra.dbprops import apply_database_properties, create_scratch_database, read_database_properties
 from semantik_infra.errors import BackupError, ConfigError
 from semantik_infra.manifest import UNCHECKED, describe_authenticity
 
@@ -140,20 +138,21 @@ def database_errors(action: str) -> Iterator[None]:
         raise BackupError(f"{action}: {classify(error).cause}") from None
 
 
-def admin_connection(settings: Settings, live: str) -> Any:
+def admin_connection(settings: Settings, live: str, *, connect_timeout: int | None = None) -> Any:
     """An autocommit connection to the maintenance database of `live`."""
     import psycopg2
 
     with database_errors(f"cannot connect to {settings.database.redacted()}"):
         connection = psycopg2.connect(
             **settings.database.with_database(maintenance_database(live)).libpq_params(),
-            connect_timeout=str(settings.connect_timeout),
+            connect_timeout=str(connect_timeout or settings.connect_timeout),
         )
     connection.autocommit = True
     return connection
 
 
-def _exists(cursor: Any, name: str) -> bool:
+def database_exists(cursor: Any, name: str) -> bool:
+    """True if a database of that name exists."""
     cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
     return cursor.fetchone() is not None
 
@@ -177,14 +176,14 @@ def drop_database(settings: Settings, name: str) -> None:
         connection.close()
 
 
-def _database_exists(settings: Settings, name: str) -> bool | None:
+def _database_there(settings: Settings, name: str) -> bool | None:
     try:
         connection = admin_connection(settings, name)
     except BackupError:
         return None
     try:
         with connection.cursor() as cursor:
-            return _exists(cursor, name)
+            return database_exists(cursor, name)
     except Exception:  # best effort while another failure is on its way out
         return None
     finally:
@@ -283,8 +282,9 @@ def _restore_locked(
         _report_leftovers(settings, live, report)
         target, previous = restore_names(live, clock(), existing)
         lock.claim_scratch(target)  # `postgres.leftovers` never drops it while we run
-        _create_scratch(settings, target, None if server_locale else properties)
     try:
+        if not in_place:
+            create_scratch_database(settings, target, None if server_locale else properties)
         with Timer() as timer:
             _run_pg_restore(
                 backend,
@@ -364,7 +364,7 @@ def _clean_up(
         if parallel:
             return f"{live} may be partly restored (--in-place with --jobs is not one transaction)"
         return f"{live} unchanged (the restore ran in one transaction)"
-    if _database_exists(settings, target) is False and _database_exists(settings, previous or "") is True:
+    if _database_there(settings, target) is False and _database_there(settings, previous or "") is True:
         return f"{live} is the restored database; the old one is kept as {previous}"  # the swap had committed
     try:
         drop_database(settings, target)
@@ -407,95 +407,6 @@ def _parallel_possible(backend: Backend, archive: Path, key: bytes | None) -> bo
     # pg_restore --jobs needs a file it can seek in on this machine: not a decrypting stream,
     # not a host file seen from inside a container.
     return archive.is_dir() or (key is None and backend.name != "docker")
-
-
-def read_database_properties(backend: Backend, archive: Path, key: bytes | None) -> DatabaseProperties | None:
-    """The archived database's encoding, locale and database-level statements, from
-    `pg_restore --create --schema-only` (which reads the table of contents, not the data)."""
-    from semantik_infra.dbprops import parse_database_properties
-
-    args = ["--create", "--schema-only", "--file", "-"]
-    if archive.is_dir():
-        result = proc.run(backend.client_command("pg_restore", [*args, str(archive)]), check=False, timeout=600)
-        status, schema, errors = result.returncode, result.stdout, result.stderr
-    else:
-        with archive_reader(archive, key) as source:
-            status, schema, errors = proc.feed_from(backend.client_command("pg_restore", args), source)
-    if status != 0:
-        raise BackupError(f"{archive.name}: pg_restore cannot read its schema: {proc.last_line(errors) or status}")
-    return parse_database_properties(schema)
-
-
-def _create_scratch(settings: Settings, name: str, properties: DatabaseProperties | None) -> None:
-    import psycopg2
-    from psycopg2 import sql
-
-    from semantik_infra.dbprops import create_database_sql
-
-    connection = admin_connection(settings, name)
-    try:
-        with connection.cursor() as cursor:
-            if _exists(cursor, name):
-                raise BackupError(f"database {name} already exists: another restore is running, or drop it")
-            cursor.execute(sql.SQL(create_database_sql(name, properties)))  # type: ignore[arg-type]
-    except psycopg2.errors.InsufficientPrivilege as error:
-        from semantik_infra.database import first_line
-
-        raise BackupError(
-            f"cannot create the scratch database {name} ({first_line(str(error))}):"
-            " the configured user needs CREATEDB, or use --in-place"
-        ) from None
-    except psycopg2.Error as error:
-        from semantik_infra.database import first_line
-
-        locale = ", ".join(f"{key} {value}" for key, value in properties.create_options) if properties else ""
-        fix = (
-            ": install that locale on the server, or pass --server-locale to use the server's default"
-            if properties
-            else ""
-        )
-        raise BackupError(
-            f"cannot create the scratch database {name}"
-            + (f" with the archive's {locale}" if locale else "")
-            + f" ({first_line(str(error))}){fix}"
-        ) from None
-    finally:
-        connection.close()
-
-
-def apply_database_properties(
-    settings: Settings, database: str, properties: DatabaseProperties, *, privileges: bool = True
-) -> list[str]:
-    """Run the archive's database-level statements (settings, comment, GRANTs, per-role settings)
-    against `database` in one transaction; the kinds applied."""
-    import psycopg2
-
-    statements = [s for s in properties.statements if privileges or s.kind not in (PRIVILEGES, ROLE_SETTINGS)]
-    if not statements:
-        return []
-    connection = admin_connection(settings, database)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("BEGIN")
-            for statement in statements:
-                try:
-                    cursor.execute(statement.sql_for(database))
-                except psycopg2.Error as error:
-                    from semantik_infra.database import first_line
-
-                    hint = (
-                        ": create the role, or pass --no-privileges"
-                        if statement.kind in (PRIVILEGES, ROLE_SETTINGS)
-                        else ""
-                    )
-                    raise BackupError(
-                        f"cannot re-apply the archived database's {statement.kind} to {database}"
-                        f" ({first_line(str(error))}){hint}"
-                    ) from None
-            cursor.execute("COMMIT")
-    finally:
-        connection.close()
-    return list(dict.fromkeys(statement.kind for statement in statements))
 
 
 def pg_restore_argv(
@@ -589,7 +500,7 @@ def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | N
     try:
         with database_errors(f"swapping {scratch} in as {live} failed ({live} is unchanged)"):
             cursor = connection.cursor()
-            if not _exists(cursor, live):
+            if not database_exists(cursor, live):
                 cursor.execute(rename(scratch, live))
                 return None
             try:

@@ -130,15 +130,8 @@ def backups(
     if prune:
         _prune(settings, kept, days, dry_run)
         return
-    from semantik_infra.backup import (
-        check_without_manifest,
-        describe_entry,
-        list_backups,
-        list_partials,
-        lone_files,
-        manifest_key_source,
-        verify_archive,
-    )
+    from semantik_infra.backup import check_without_manifest, manifest_key_source, verify_archive
+    from semantik_infra.catalog import describe_entry, list_backups, list_partials, lone_files
     from semantik_infra.errors import BackupError
 
     directory = settings.backup.directory
@@ -183,15 +176,15 @@ def backups(
 def _prune(settings: Any, keep: int | None, keep_days: float | None, dry_run: bool) -> None:
     from datetime import UTC, datetime
 
-    from semantik_infra.backup import (
+    from semantik_infra.backup import manifest_key_source
+    from semantik_infra.catalog import (
         ABANDONED,
         ABANDONED_AFTER_SECONDS,
         delete_backup,
+        discard,
         list_backups,
         list_partials,
         lone_files,
-        manifest_key_source,
-        remove_partial,
         select_for_pruning,
     )
     from semantik_infra.console import step
@@ -207,7 +200,7 @@ def _prune(settings: Any, keep: int | None, keep_days: float | None, dry_run: bo
     for partial in list_partials(directory):
         if partial.state == ABANDONED:
             if not dry_run:
-                remove_partial(partial.path)
+                discard(partial.path)
             step(f"{'would remove' if dry_run else 'removed'} {partial.path.name} (left by an interrupted backup)")
     # A live backup publishes its archive a moment after its manifest: leave young ones alone.
     for lone in lone_files(directory, older_than=ABANDONED_AFTER_SECONDS):
@@ -244,7 +237,8 @@ def restore(
 ) -> None:
     """Verify a backup, restore it into a scratch database, then swap it in (the old one is kept)."""
     from semantik_infra.backends import select_backend
-    from semantik_infra.backup import check_jobs, entry_size
+    from semantik_infra.backup import check_jobs
+    from semantik_infra.catalog import entry_size
     from semantik_infra.console import Progress, format_duration, step
     from semantik_infra.restore import check_restorable, describe_tables, resolve_archive, restore_backup
 

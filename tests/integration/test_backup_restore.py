@@ -15,7 +15,7 @@ import time
 import psycopg2
 import pytest
 
-from semantik_infra.backup import manifest_path
+from semantik_infra.manifest import manifest_path
 from semantik_infra.secrets import generate_encryption_key
 from tests.conftest import REPO, RunningCluster, free_port, run_task
 from tests.integration.conftest import (

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from semantik_infra.backup import manifest_path
+from semantik_infra.manifest import manifest_path
 from semantik_infra.secrets import generate_encryption_key
 from tests.conftest import REPO, RunningCluster
 from tests.integration.conftest import DbProject, change_everything, db_project, drop_project, one_error_line

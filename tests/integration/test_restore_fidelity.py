@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from semantik_infra.backup import manifest_path
+from semantik_infra.manifest import manifest_path
 from tests.conftest import RunningCluster
 from tests.integration.conftest import DbProject, db_project, drop_project, one_error_line
 

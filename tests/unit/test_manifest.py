@@ -114,3 +114,16 @@ def test_the_mac_covers_a_canonical_form():
     shuffled = dict(reversed(list(data.items())))
     assert manifest_mac(data, KEY) == manifest_mac(shuffled, KEY)
     assert manifest_mac(data, KEY) != manifest_mac(data, os.urandom(32))
+
+
+def test_manifest_round_trip_and_validation():
+    original = manifest()
+    assert BackupManifest.from_json(original.to_json()) == original
+    with pytest.raises(BackupError, match="not valid JSON"):
+        BackupManifest.from_json("{", source="m.json")
+    with pytest.raises(BackupError, match=r"m\.json: missing backend, compression"):
+        BackupManifest.from_json('{"archive": "x", "format": "custom"}', source="m.json")
+    with pytest.raises(BackupError, match="sha256 is not a hex digest"):
+        BackupManifest.from_json(manifest(sha256="nope").to_json())
+    with pytest.raises(BackupError, match="unknown format"):
+        BackupManifest.from_json(manifest(format="tar").to_json())
