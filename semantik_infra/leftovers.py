@@ -261,6 +261,14 @@ def refuses_connections(settings: Settings, connect_timeout: int | None = None) 
     return row is not None and not row[0]
 
 
+def closed_database_error(settings: Settings) -> None:
+    """Raise the one-line error for a configured database an interrupted swap closed, if it is closed."""
+    if refuses_connections(settings):
+        from semantik_infra.database import closed_database_cause
+
+        raise BackendError(closed_database_cause(_live(settings)))
+
+
 def reopen_closed_database(settings: Settings, report: Callable[[str, float | None], None]) -> bool:
     """Let the configured database accept connections again if an interrupted swap left it closed.
 
@@ -373,13 +381,18 @@ def summarize(leftovers: list[LeftoverDatabase], adjective: str = "") -> str:
 
 
 def leftovers_fact(settings: Settings, status: BackendStatus) -> BackendStatus:
-    """`postgres.status` with a `leftovers` line when restores left databases behind."""
+    """`postgres.status` with what interrupted restores left: a closed database, leftover databases."""
     from dataclasses import replace
 
+    facts = dict(status.facts)
+    if refuses_connections(settings):
+        facts["database"] = (
+            f"{_live(settings)} refuses connections (an interrupted restore): `inv postgres.up` reopens it"
+        )
     try:
         found = find_leftover_databases(settings)
     except BackupError:
-        return status
-    if not found:
-        return status
-    return replace(status, facts={**status.facts, "leftovers": f"{summarize(found)}: `inv postgres.leftovers`"})
+        found = []
+    if found:
+        facts["leftovers"] = f"{summarize(found)}: `inv postgres.leftovers`"
+    return replace(status, facts=facts)

@@ -276,6 +276,13 @@ def _restore_locked(
     tag = new_tag("restore")
     previous: str | None = None
     if in_place:
+        from semantik_infra.leftovers import refuses_connections
+
+        if refuses_connections(settings):
+            raise BackupError(
+                f"database {live} refuses connections (an interrupted restore closed it): run `inv postgres.up`"
+                " to reopen it, or restore without --in-place (the swap replaces it)"
+            )
         target = live
     else:
         existing = _database_names(settings, live)

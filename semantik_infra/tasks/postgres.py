@@ -103,7 +103,13 @@ def shell(c: Context, command: str = "", database: str = "") -> None:
     from semantik_infra.proc import run_interactive
 
     args = ["-v", "ON_ERROR_STOP=1", "-c", command] if command else []
-    code = run_interactive(_backend().client_command("psql", args, database=database or None, interactive=True))
+    backend = _backend()
+    code = run_interactive(backend.client_command("psql", args, database=database or None, interactive=True))
+    if code == 2 and not database:
+        # psql could not connect: if an interrupted restore closed the database, say how to reopen it.
+        from semantik_infra.leftovers import closed_database_error
+
+        closed_database_error(backend.settings)
     if code != 0:
         raise Exit(code=code)
 

@@ -207,6 +207,13 @@ def test_an_interrupted_swap_is_detected_everywhere_and_up_reopens_the_database(
     assert "ALLOW_CONNECTIONS" in line and "inv postgres.up" in line
     connection = db.run("test.connection")
     assert connection.returncode != 0 and "inv postgres.up" in connection.stdout + connection.stderr
+    shell = db.run("postgres.shell", "-c", "SELECT 1")
+    assert shell.returncode == 1 and "inv postgres.up" in shell.stderr, shell.stderr
+    for task in (("postgres.wait", "--timeout", "5"), ("postgres.restore", "latest", "--yes", "--in-place")):
+        refused = db.run(*task)
+        assert refused.returncode == 1 and "inv postgres.up" in one_error_line(refused), task
+    status = db.run("postgres.status")
+    assert re.search(rf"database:\s+{db.database} refuses connections", status.stdout), status.stdout
     doctor = json.loads(db.run("doctor", "--json").stdout)
     failed = [f for f in doctor["findings"] if f["status"] == "fail"]
     assert any(db.database in f["summary"] and "inv postgres.up" in f["hint"] for f in failed), failed
