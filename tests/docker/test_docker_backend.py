@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from semantik_infra.backup import manifest_path
+from semantik_infra.manifest import manifest_path
 from tests.docker.conftest import COMPOSE_FILE, DockerProject
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
