@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import tempfile
 import time
@@ -19,9 +18,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from semantik_infra import proc
+from semantik_infra.archive import CHUNK_SIZE, ArchiveReader, ArchiveWriter, Compression, archive_suffix, file_sha256
+from semantik_infra.archive import open_archive as _open_archive
 from semantik_infra.backends.base import Backend
 from semantik_infra.catalog import (
     ARCHIVE_SUFFIX,
@@ -80,67 +81,17 @@ def count_toc_entries(listing: str) -> int:
     return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
 
 
-# --- streaming sinks -----------------------------------------------------------------------
-
-
-class HashingWriter:
-    """Writes through to a file while hashing and counting exactly the bytes that reach it."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.digest = hashlib.sha256()
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        """Write, hash and count `data`."""
-        written = self.raw.write(data)
-        self.digest.update(data)
-        self.count += len(data)
-        return written
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    """sha256 of a file (or, for a directory archive, of its sorted per-file digests), streamed."""
-    if path.is_dir():
-        lines = "".join(
-            f"{child.relative_to(path)} {file_sha256(child)}\n" for child in sorted(path.rglob("*")) if child.is_file()
-        )
-        return hashlib.sha256(lines.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class _CountingReader:
-    """Reads through to a file, calling `progress` with the bytes read so far."""
-
-    def __init__(self, raw: BinaryIO, progress: Callable[[int], None]) -> None:
-        self.raw = raw
-        self.progress = progress
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        """Read and count."""
-        data = self.raw.read(size)
-        self.count += len(data)
-        self.progress(self.count)
-        return data
+# --- reading archives -----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def archive_reader(path: Path, key: bytes | None, progress: Callable[[int], None] | None = None) -> Iterator[IO[bytes]]:
-    """The archive's pg_dump bytes: decrypted (and authenticated) on the fly when a key is given.
-    `progress` hears how many bytes of the file were read."""
-    with path.open("rb") as raw:
-        source: Any = raw if progress is None else _CountingReader(raw, progress)
-        if key is None:
-            yield source
-        else:
-            from semantik_infra.encryption import DecryptingReader
-
-            yield DecryptingReader(source, key)  # type: ignore[misc]
+def archive_reader(
+    path: Path, key: bytes | None, progress: Callable[[int], None] | None = None
+) -> Iterator[ArchiveReader]:
+    """The archive's pg_dump bytes: decrypted (and authenticated) on the fly when a key is given,
+    decompressed when it is one of our zstd archives. `progress` hears how many file bytes were read."""
+    with _open_archive(path, key=key, progress=progress) as reader:
+        yield reader
 
 
 # --- server facts --------------------------------------------------------------------------
@@ -238,8 +189,9 @@ def _local_tool(backend: Backend, tool: str, args: list[str]) -> proc.Command:
     return backend.client_command(tool, args)
 
 
-def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
-    """Check manifest, size, checksum, decryptability and TOC; return a one-line verdict or raise BackupError."""
+def precheck(entry: BackupEntry, key: bytes | None) -> None:
+    """What can be checked without reading the archive: a valid manifest, the archive there with the
+    manifest's size, and the key it was encrypted with. BackupError otherwise."""
     manifest = entry.manifest
     if entry.manifest_error:
         raise BackupError(entry.manifest_error)
@@ -252,8 +204,6 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
             f"{entry.path.name}: size {entry.path.stat().st_size} differs from the manifest's {manifest.size}"
             " (truncated or changed)"
         )
-    if file_sha256(entry.path) != manifest.sha256:
-        raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
     if manifest.encrypted and key is None:
         raise BackupError(f"{entry.path.name} is encrypted: set BACKUP_ENCRYPTION_KEY to its key")
     if manifest.encrypted and key is not None:
@@ -264,31 +214,66 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
                 f"{entry.path.name} was encrypted with another key (fingerprint {manifest.key_fingerprint}):"
                 " set BACKUP_ENCRYPTION_KEY to that key"
             )
-        authenticate(entry.path, key)
-    entries = count_toc_entries(read_toc(backend, entry.path, key if manifest.encrypted else None))
+
+
+def check_digest(entry: BackupEntry, sha256: str, size: int) -> None:
+    """BackupError unless the bytes read from disk are the ones the manifest describes."""
+    manifest = entry.manifest
+    if manifest is not None and (sha256 != manifest.sha256 or size != manifest.size):
+        raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
+
+
+def read_through(backend: Backend, entry: BackupEntry, key: bytes | None) -> tuple[str, str, int]:
+    """Read an archive once: decrypt and decompress all of it (every chunk and frame checked), hash
+    it, and hand its head to `pg_restore --list`; (listing, sha256, size). A decoding error in a file
+    whose checksum no longer matches is reported as the checksum mismatch it is."""
+    command = backend.client_command("pg_restore", ["--list"])
+    with archive_reader(entry.path, key) as reader, proc.Feeder(command) as toc:
+        try:
+            while chunk := reader.read(CHUNK_SIZE):
+                toc.write(chunk)
+            reader.finish()
+        except BackupError:
+            reader.finish_raw()
+            check_digest(entry, reader.sha256, reader.size)
+            raise
+        status, listing, errors = toc.finish()
+    check_digest(entry, reader.sha256, reader.size)
+    if status != 0:
+        raise BackupError(f"{entry.path.name}: pg_restore cannot read it: {proc.last_line(errors) or status}")
+    return listing, reader.sha256, reader.size
+
+
+def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
+    """Check manifest, size, checksum, decryptability, compressed frames and TOC, reading the archive
+    once; return a one-line verdict or raise BackupError."""
+    precheck(entry, key)
+    manifest = entry.manifest
+    assert manifest is not None
+    if entry.path.is_dir():
+        if file_sha256(entry.path) != manifest.sha256:
+            raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
+        listing = read_toc(backend, entry.path, None)
+    else:
+        listing = read_through(backend, entry, key if manifest.encrypted else None)[0]
     decrypts = ", decrypts" if manifest.encrypted else ""
+    entries = count_toc_entries(listing)
     return f"checksum ok, {entries} TOC entries{decrypts}, manifest {describe_authenticity(entry.authenticity)}"
 
 
 def check_without_manifest(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
-    """What can be checked of an archive with no manifest: every encrypted chunk authenticates and
-    the TOC reads. The checksum cannot be checked, and the verdict says so."""
+    """What can be checked of an archive with no manifest: every encrypted chunk authenticates, every
+    compressed frame checks, and the TOC reads. The checksum cannot be checked, and the verdict says so."""
     from semantik_infra.encryption import is_encrypted
 
     encrypted = entry.path.is_file() and is_encrypted(entry.path)
     if encrypted and key is None:
         raise BackupError(f"{entry.path.name} is encrypted: set BACKUP_ENCRYPTION_KEY to its key")
-    if encrypted and key is not None:
-        authenticate(entry.path, key)
-    count = count_toc_entries(read_toc(backend, entry.path, key if encrypted else None))
-    return f"no manifest: checksum cannot be checked; {count} TOC entries readable"
-
-
-def authenticate(path: Path, key: bytes) -> None:
-    """Decrypt a whole encrypted archive, discarding the output: BackupError at the first bad chunk."""
-    with archive_reader(path, key) as source:
-        while source.read(1 << 20):
-            pass
+    if entry.path.is_dir():
+        listing = read_toc(backend, entry.path, None)
+    else:
+        listing = read_through(backend, entry, key if encrypted else None)[0]
+    return f"no manifest: checksum cannot be checked; {count_toc_entries(listing)} TOC entries readable"
 
 
 # --- creating ------------------------------------------------------------------------------
@@ -345,7 +330,9 @@ def create_backup(
 
     started = time.monotonic()
     created = clock()
-    final = directory / archive_name(database, created, fmt)
+    compression = _compression_for(settings.backup.compression, fmt)
+    suffix = archive_suffix(compression, encrypted=key is not None) if fmt == CUSTOM else None
+    final = directory / archive_name(database, created, fmt, suffix)
     tag = new_tag("backup")
     temp: Path | None = None
     written: list[Path] = []  # final names we created, to remove unless the archive gets its name
@@ -356,14 +343,14 @@ def create_backup(
         dump_version = client_version(backend, "pg_dump")
         if backend.name != "docker":
             check_pg_dump_version(dump_version, server_version, server_major)
+        # Verified under its temporary name: only an archive pg_restore can read gets a final name.
         if fmt == CUSTOM:
-            temp = _temp_path(final)
-            sha256, size = _dump_custom(settings, backend, temp, key, progress, tag.text)
+            temp = temp_path(final)
+            sha256, size, listing = _dump_custom(backend, temp, compression, key, progress, tag.text)
         else:
             temp = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-            sha256, size = _dump_directory(settings, backend, temp, jobs, tag.text)
-        # Verified under its temporary name: only an archive pg_restore can read gets a final name.
-        listing = read_toc(backend, temp, key)
+            sha256, size = _dump_directory(backend, temp, compression, jobs, tag.text)
+            listing = read_toc(backend, temp, None)
         extra = _dump_globals(backend, final, written) if include_globals else None
         from semantik_infra.backends.native import parse_version
 
@@ -373,7 +360,7 @@ def create_backup(
             format=fmt,
             sha256=sha256,
             size=size,
-            compression=settings.backup.compression,
+            compression=str(compression),
             encrypted=key is not None,
             key_fingerprint=None,
             server_version=server_version,
@@ -410,7 +397,7 @@ def create_backup(
     return BackupResult(final, manifest, extra)
 
 
-def _temp_path(final: Path, suffix: str = "") -> Path:
+def temp_path(final: Path, suffix: str = "") -> Path:
     try:
         fd, name = tempfile.mkstemp(
             dir=final.parent, prefix=f".{final.name}{suffix}.{os.getpid()}.", suffix=PARTIAL_SUFFIX
@@ -427,7 +414,7 @@ def _publish_beside(
 ) -> Path:
     """Write `<final><suffix>` all-or-nothing (temp, fsync, no-clobber link), recording it in `written`."""
     target = final.with_name(final.name + suffix)
-    temp = _temp_path(final, suffix)
+    temp = temp_path(final, suffix)
     try:
         os.chmod(temp, mode)
         with temp.open("wb") as stream:
@@ -474,37 +461,57 @@ def _publish_file(temp: Path, final: Path) -> None:
     temp.unlink()
 
 
+def _compression_for(configured: Compression, fmt: str) -> Compression:
+    """What an archive of `fmt` is compressed with: BACKUP_COMPRESSION, except that a directory
+    archive (many files, written by pg_dump's workers) uses pg_dump's own gzip instead of zstd."""
+    from semantik_infra.archive import GZIP, ZSTD
+
+    if fmt == DIRECTORY and configured.method == ZSTD:
+        return Compression(GZIP, 6)
+    return configured
+
+
+class _Tee:
+    """Writes every chunk to each sink in turn."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self.sinks:
+            sink.write(data)
+        return len(data)
+
+
 def _dump_custom(
-    settings: Settings,
     backend: Backend,
     temp: Path,
+    compression: Compression,
     key: bytes | None,
     progress: Callable[[int], None] | None,
     tag: str,
-) -> tuple[str, int]:
-    """pg_dump -Fc streamed (and encrypted) into the fsynced temp file; (sha256 on disk, size)."""
-    command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, settings.backup.compression, 1, tag=tag))
-    with temp.open("wb") as raw:
-        hashing = HashingWriter(raw)
-        if key is not None:
-            from semantik_infra.encryption import EncryptingWriter
-
-            sink: Any = EncryptingWriter(hashing, key)  # type: ignore[arg-type]
-        else:
-            sink = hashing
-        status, errors = proc.stream_to(command, sink, progress=progress)
+) -> tuple[str, int, str]:
+    """pg_dump -Fc streamed through the archive pipeline (zstd, encryption, hashing) into the fsynced
+    temp file, while `pg_restore --list` reads the table of contents from the same stream, so the
+    archive is never read back; (sha256 on disk, size, TOC listing)."""
+    command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, compression.pg_dump_level, 1, tag=tag))
+    with temp.open("wb") as raw, proc.Feeder(backend.client_command("pg_restore", ["--list"])) as toc:
+        writer = ArchiveWriter(raw, compression=compression, key=key)
+        status, errors = proc.stream_to(command, _Tee(toc, writer), progress=progress)
         if status != 0:
             raise BackupError(f"pg_dump failed: {proc.last_line(errors) or f'exit status {status}'}")
-        if key is not None:
-            sink.close()
+        writer.finish()
         raw.flush()
         os.fsync(raw.fileno())
-    return hashing.digest.hexdigest(), hashing.count
+        toc_status, listing, toc_errors = toc.finish()
+    if toc_status != 0:
+        raise BackupError(f"pg_restore cannot read the new archive: {proc.last_line(toc_errors) or toc_status}")
+    return writer.sha256, writer.size, listing
 
 
-def _dump_directory(settings: Settings, backend: Backend, temp: Path, jobs: int, tag: str) -> tuple[str, int]:
+def _dump_directory(backend: Backend, temp: Path, compression: Compression, jobs: int, tag: str) -> tuple[str, int]:
     """pg_dump -Fd -j N into the temp directory beside the final one; (sha256, size)."""
-    args = pg_dump_argv(DIRECTORY, settings.backup.compression, jobs, temp, tag=tag)
+    args = pg_dump_argv(DIRECTORY, compression.pg_dump_level, jobs, temp, tag=tag)
     result = proc.run(_local_tool(backend, "pg_dump", args), check=False)
     if result.returncode != 0:
         raise BackupError(f"pg_dump failed: {proc.last_line(result.stderr) or result.returncode}")

@@ -35,13 +35,17 @@ GLOBALS_SUFFIX = ".globals.sql"
 # the manifest's and roles file's temp names add their suffix after the archive's name.
 PARTIAL_SUFFIX = ".partial"
 _PARTIAL = re.compile(
-    r"^\.(?P<archive>.+\.(?:dump|dumpdir))(?:\.json|\.globals\.sql)?\.(?P<pid>\d+)\.(?:[A-Za-z0-9_]+\.)?partial$"
+    r"^\.(?P<archive>.+\.(?:dump(?:\.zst)?(?:\.enc)?|dumpdir))(?:\.json|\.globals\.sql|\.expanded)?"
+    r"\.(?P<pid>\d+)"
+    r"\.(?:[A-Za-z0-9_]+\.)?partial$"
 )
 # A temp file whose writer is gone counts as abandoned once nothing wrote to it for this long
 # (a writer on another host sharing BACKUP_DIR keeps it fresh).
 ABANDONED_AFTER_SECONDS = 60.0
 IN_PROGRESS, ABANDONED = "in progress", "abandoned"
-_STAMP = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.(?:dump|dumpdir)$")
+# `.dump` (pg_dump's own compression or none), `.dump.zst` (ours: `zstd -dc X | pg_restore`), and
+# `.enc` after either when encrypted; `.dumpdir` for the directory format.
+_STAMP = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.(?:dump(?:\.zst)?(?:\.enc)?|dumpdir)$")
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,12 @@ class Partial:
         return f"{self.path.name}  {self.state} ({who})"
 
 
-def archive_name(database: str, when: datetime, fmt: str = CUSTOM) -> str:
-    """`<db>-<YYYYmmddTHHMMSSffffffZ>.dump`: sortable, and unique even for concurrent backups."""
+def archive_name(database: str, when: datetime, fmt: str = CUSTOM, suffix: str | None = None) -> str:
+    """`<db>-<YYYYmmddTHHMMSSffffffZ><suffix>`: sortable, and unique even for concurrent backups.
+    `suffix` (see archive.archive_suffix) defaults to the format's plain one."""
     if "/" in database or database.startswith("."):
         raise ConfigError(f"database name {database!r} cannot be used in a file name")
-    return f"{database}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}{ARCHIVE_SUFFIX[fmt]}"
+    return f"{database}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}{suffix or ARCHIVE_SUFFIX[fmt]}"
 
 
 def parse_archive_name(name: str) -> tuple[str, datetime] | None:

@@ -36,7 +36,8 @@ class BackupManifest:
     format: str
     sha256: str
     size: int
-    compression: int
+    # "zstd:3", "gzip:6" or "none" (archive.Compression); an int (pg_dump's gzip level) before zstd.
+    compression: int | str
     encrypted: bool
     key_fingerprint: str | None
     server_version: str
@@ -83,7 +84,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "archive": (str,),
     "database": (str,),
     "size": (int,),
-    "compression": (int,),
+    "compression": (int, str),
     "encrypted": (bool,),
     "key_fingerprint": (str, type(None)),
     "server_version": (str,),
@@ -123,6 +124,12 @@ def validation_problem(data: dict[str, Any]) -> str:
         return "tables must map names to row counts"
     if data.get("version", 1) > MANIFEST_VERSION:
         return f"version {data['version']} was written by a newer semantik-infra: upgrade it to read this backup"
+    from semantik_infra.archive import compression_of_manifest
+
+    try:
+        compression_of_manifest(data["compression"])
+    except ValueError:
+        return f"compression {data['compression']!r} is not one this tool knows"
     if data.get("mac") is not None and not re.fullmatch(r"[0-9a-f]{64}", data["mac"]):
         return "mac is not a hex digest"
     return ""

@@ -154,6 +154,56 @@ def stream_to(
         return status, errors.read().decode("utf-8", "replace")
 
 
+class Feeder:
+    """A child reading what we write to its stdin, its output going to temporary files: for
+    `pg_restore --list` reading the head of a stream that we are writing elsewhere as a whole.
+    Writes stop quietly once the child stops reading; `finish()` returns (status, stdout, stderr)."""
+
+    def __init__(self, command: Command) -> None:
+        import tempfile
+
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        try:
+            self._process = spawn(command, stdin=subprocess.PIPE, stdout=self._out, stderr=self._errors)
+        except BaseException:
+            self._close_files()
+            raise
+        self.reading = True
+
+    def write(self, data: bytes) -> int:
+        """Hand `data` to the child while it reads; afterwards, drop it."""
+        if self.reading:
+            try:
+                self._process.stdin.write(data)  # type: ignore[union-attr]
+            except BrokenPipeError:
+                self.reading = False
+        return len(data)
+
+    def finish(self) -> tuple[int, str, str]:
+        """Close its stdin, wait for it, and return (exit status, stdout text, stderr text)."""
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()  # type: ignore[union-attr]
+        status = self._process.wait()
+        self._out.seek(0)
+        self._errors.seek(0)
+        return status, self._out.read().decode("utf-8", "replace"), self._errors.read().decode("utf-8", "replace")
+
+    def _close_files(self) -> None:
+        self._out.close()
+        self._errors.close()
+
+    def __enter__(self) -> Feeder:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()  # type: ignore[union-attr]
+            stop_child(self._process)
+        self._close_files()
+
+
 def feed_from(
     command: Command,
     source: IO[bytes],

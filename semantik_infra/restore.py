@@ -24,9 +24,11 @@ from semantik_infra import proc
 from semantik_infra.backends.base import Backend
 from semantik_infra.backup import (
     archive_reader,
+    check_digest,
     check_jobs,
     check_without_manifest,
     manifest_key_source,
+    precheck,
     verify_archive,
 )
 from semantik_infra.catalog import BackupEntry, list_backups, load_entry
@@ -257,20 +259,30 @@ def _restore_locked(
 ) -> RestoreResult:
     started = time.monotonic()
     key = manifest_key_source(settings)
-    verification = _verify(backend, entry, key, report)
-    report(
-        f"verified {entry.path.name}: {verification}",
-        time.monotonic() - started,
-        status="warn" if entry.manifest is None else "ok",
-    )
     encrypted = entry.manifest.encrypted if entry.manifest else _is_encrypted(entry.path)
     stream_key = key if encrypted else None
+    parallel = _parallel_possible(backend, entry.path)
+    if jobs > 1 and not parallel:
+        why = "on docker the archive streams into the container in one transaction"
+        report(f"--jobs ignored: {why}", None, status="warn")
+    parallel = parallel and jobs > 1
+    # A restore that streams into a scratch database checks the checksum as it reads (the archive is
+    # read once); the live database is only touched after that check. Everything else verifies first.
+    checked_while_reading = not in_place and entry.manifest is not None and entry.path.is_file() and not parallel
+    if checked_while_reading:
+        precheck(entry, key)
+        _warn_unauthenticated(entry, report)
+        verification = "checksum ok, checked while restoring (the archive is read once)"
+    else:
+        verification = _verify(backend, entry, key, report)
+        report(
+            f"verified {entry.path.name}: {verification}",
+            time.monotonic() - started,
+            status="warn" if entry.manifest is None else "ok",
+        )
     properties = read_database_properties(backend, entry.path, stream_key)
     if properties is None:
         report("the archive records no database properties: the server's defaults apply", None, status="warn")
-    parallel = _parallel_possible(backend, entry.path, stream_key)
-    if jobs > 1 and not parallel:
-        report("--jobs ignored: this archive streams through pg_restore in one transaction", None, status="warn")
     from semantik_infra.leftovers import new_tag, stop_tagged
 
     tag = new_tag("restore")
@@ -295,7 +307,7 @@ def _restore_locked(
         with Timer() as timer:
             _run_pg_restore(
                 backend,
-                entry.path,
+                entry,
                 stream_key,
                 target,
                 jobs=jobs if parallel else 1,
@@ -303,8 +315,12 @@ def _restore_locked(
                 privileges=privileges,
                 tag=tag.text,
                 progress=progress,
+                check=checked_while_reading,
+                report=report,
             )
         report(f"pg_restore into {target} finished", timer.seconds)
+        if checked_while_reading:
+            report(f"verified {entry.path.name}: {verification}", None)
         tables = _row_counts(settings, target, entry)
         if properties is not None:
             applied = apply_database_properties(settings, target, properties, privileges=privileges)
@@ -344,6 +360,11 @@ def _verify(backend: Backend, entry: BackupEntry, key: bytes | None, report: Rep
     if entry.manifest is None:
         return check_without_manifest(backend, entry, key)
     verification = verify_archive(backend, entry, key)
+    _warn_unauthenticated(entry, report)
+    return verification
+
+
+def _warn_unauthenticated(entry: BackupEntry, report: Report) -> None:
     if entry.authenticity != "authenticated":
         why = describe_authenticity(entry.authenticity)
         if entry.authenticity == UNCHECKED:
@@ -354,7 +375,6 @@ def _verify(backend: Backend, entry: BackupEntry, key: bytes | None, report: Rep
             None,
             status="warn",
         )
-    return verification
 
 
 def _is_encrypted(path: Path) -> bool:
@@ -410,10 +430,10 @@ def _database_names(settings: Settings, live: str) -> set[str]:
         connection.close()
 
 
-def _parallel_possible(backend: Backend, archive: Path, key: bytes | None) -> bool:
-    # pg_restore --jobs needs a file it can seek in on this machine: not a decrypting stream,
-    # not a host file seen from inside a container.
-    return archive.is_dir() or (key is None and backend.name != "docker")
+def _parallel_possible(backend: Backend, archive: Path) -> bool:
+    # pg_restore --jobs needs a file it can seek in on this machine, not a host file seen from
+    # inside a container (compressed or encrypted archives are expanded into one first).
+    return archive.is_dir() or backend.name != "docker"
 
 
 def pg_restore_argv(
@@ -440,7 +460,7 @@ def pg_restore_argv(
 
 def _run_pg_restore(
     backend: Backend,
-    archive: Path,
+    entry: BackupEntry,
     key: bytes | None,
     database: str,
     *,
@@ -449,16 +469,65 @@ def _run_pg_restore(
     privileges: bool,
     tag: str,
     progress: Callable[[int], None] | None,
+    check: bool,
+    report: Report,
 ) -> None:
+    """pg_restore into `database`: streamed from the archive (hashed on the way when `check`), or,
+    with --jobs, from a file it can seek in (a compressed or encrypted archive is first expanded into
+    a 0600 temp file in BACKUP_DIR, checked, and removed afterwards)."""
     args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges, tag=tag)
+    archive = entry.path
     if archive.is_dir() or jobs > 1:
-        result = proc.run(backend.client_command("pg_restore", [*args, str(archive)], database=database), check=False)
+        with _seekable(entry, key, report) as path:
+            result = proc.run(backend.client_command("pg_restore", [*args, str(path)], database=database), check=False)
         status, errors = result.returncode, result.stderr
     else:
-        with archive_reader(archive, key, progress) as source:
-            status, _, errors = proc.feed_from(backend.client_command("pg_restore", args, database=database), source)
+        command = backend.client_command("pg_restore", args, database=database)
+        with archive_reader(archive, key, progress) as reader:
+            try:
+                status, _, errors = proc.feed_from(command, reader)
+                if check:
+                    reader.finish()
+            except BackupError:
+                if not check:
+                    raise
+                reader.finish_raw()
+                check_digest(entry, reader.sha256, reader.size)
+                raise
+            if check:
+                # Checked before the scratch database may replace anything: a changed file never gets in.
+                check_digest(entry, reader.sha256, reader.size)
     if status != 0:
         raise BackupError(f"pg_restore failed: {proc.last_line(errors) or f'exit status {status}'}")
+
+
+@contextlib.contextmanager
+def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator[Path]:
+    """The archive as a plain pg_dump file pg_restore can seek in: itself when it is one, else a
+    0600 temp copy in BACKUP_DIR, decrypted and decompressed (removed afterwards, also on failure)."""
+    from semantik_infra.archive import ZSTD_MAGIC, copy_stream
+
+    archive = entry.path
+    if archive.is_dir():
+        yield archive
+        return
+    with archive.open("rb") as head:
+        plain = key is None and head.read(len(ZSTD_MAGIC)) != ZSTD_MAGIC
+    if plain:
+        yield archive
+        return
+    from semantik_infra.backup import temp_path
+
+    temp = temp_path(archive, ".expanded")
+    try:
+        with Timer() as timer, archive_reader(archive, key) as reader, temp.open("wb") as out:
+            copy_stream(reader, out)
+            reader.finish()
+            check_digest(entry, reader.sha256, reader.size)
+        report(f"expanded {archive.name} into a temporary file for --jobs", timer.seconds)
+        yield temp
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _row_counts(settings: Settings, database: str, entry: BackupEntry) -> dict[str, tuple[int, int | None]]:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, archive_files
 from tests.docker.conftest import DockerProject, _docker_project
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -98,7 +98,7 @@ def test_interrupting_a_backup_stops_pg_dump_inside_the_container(busy_docker: D
     _, stderr = task.communicate(timeout=60)
     assert task.returncode == code and stderr.strip() == f"{word}: no backup written", stderr
     assert _eventually_no_pg_dump(busy_docker, 3) == []
-    assert not list((busy_docker.project_dir / "backups").glob("*.dump"))
+    assert not (archive_files(busy_docker.project_dir / "backups"))
 
 
 def test_a_pg_dump_orphaned_by_sigkill_is_cancelled_by_the_next_task(busy_docker: DockerProject):

@@ -23,6 +23,7 @@ from tests.conftest import (
     HOSTILE_PASSWORD,
     REPO,
     RunningCluster,
+    archive_files,
     destroy_cluster,
     make_project_dir,
     run_task,
@@ -111,7 +112,7 @@ class DbProject:
         return {row[0] for row in self.sql("SELECT datname FROM pg_database", database="postgres")}
 
     def archives(self) -> list[Path]:
-        return sorted(self.backups.glob("*.dump"))
+        return archive_files(self.backups)
 
 
 def db_project(cluster: RunningCluster, database: str = "", options: str = "", **extra: str) -> DbProject:

@@ -17,7 +17,7 @@ import pytest
 
 from semantik_infra.manifest import manifest_path
 from semantik_infra.secrets import generate_encryption_key
-from tests.conftest import REPO, RunningCluster, free_port, run_task
+from tests.conftest import REPO, RunningCluster, archive_files, free_port, run_task
 from tests.integration.conftest import (
     DbProject,
     assert_live_unchanged,
@@ -310,7 +310,7 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
     project_dir, env = big_project
     try:
         assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
-        [earlier] = (project_dir / "backups").glob("*.dump")
+        [earlier] = archive_files(project_dir / "backups")
         before = earlier.read_bytes()
         # The slowest compression keeps pg_dump busy long enough to kill the server under it.
         task = start_task(project_dir, {**env, "BACKUP_COMPRESSION": "9"}, "postgres.backup")
@@ -329,7 +329,7 @@ def test_server_killed_mid_backup(big_cluster: RunningCluster, big_project):
         _, stderr = task.communicate(timeout=120)
         assert task.returncode == 1, stderr
         assert "pg_dump failed" in stderr and "Traceback" not in stderr
-        assert list((project_dir / "backups").glob("*.dump")) == [earlier]
+        assert (archive_files(project_dir / "backups")) == [earlier]
         assert earlier.read_bytes() == before
         assert not list((project_dir / "backups").glob(".*"))
     finally:

@@ -188,7 +188,7 @@ def _backup_dying_after_link(db: DbProject, suffix: str) -> subprocess.Completed
 
 
 def test_a_backup_killed_at_publication_never_leaves_an_archive_without_manifest(db: DbProject):
-    assert _backup_dying_after_link(db, ".dump").returncode == 137
+    assert _backup_dying_after_link(db, ".dump.zst").returncode == 137
     [archive] = db.archives()
     assert manifest_path(archive).exists()
     verified = db.run("postgres.backups", "--verify")
