@@ -113,7 +113,11 @@ class _ZstdWriter:
     def __init__(self, sink: Sink, level: int) -> None:
         import zstandard
 
-        compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+        # Jobs of 2 MiB keep memory flat (the default, 4x the window, costs ~20 MiB more) at the same speed.
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level, threads=usable_cores(), job_size=2 << 20, write_checksum=1
+        )
+        compressor = zstandard.ZstdCompressor(compression_params=params)
         self._stream = compressor.stream_writer(sink, closefd=False, write_return_read=True)  # type: ignore[arg-type]
 
     def write(self, data: bytes) -> int:

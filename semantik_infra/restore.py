@@ -55,14 +55,15 @@ def _quiet(*_args: Any, **_kwargs: Any) -> None:
 
 @dataclass
 class RestoreResult:
-    """What a restore did: the archive, the database, the kept old copy, and per-table rows."""
+    """What a restore did: the archive, the database, the kept old copy, and the tables the manifest
+    lists (with their rows at backup time: the planner's estimate, or exact for small tables)."""
 
     archive: Path
     database: str
     previous: str | None
     dropped_previous: bool
     seconds: float
-    tables: dict[str, tuple[int, int | None]] = field(default_factory=dict)  # name -> (rows now, manifest estimate)
+    tables: dict[str, int | None] = field(default_factory=dict)
     verification: str = ""
 
 
@@ -321,7 +322,10 @@ def _restore_locked(
         report(f"pg_restore into {target} finished", timer.seconds)
         if checked_while_reading:
             report(f"verified {entry.path.name}: {verification}", None)
-        tables = _row_counts(settings, target, entry)
+        # No count(*) of every table here: it would read the whole database once more. pg_restore in one
+        # transaction with --exit-on-error either loaded every row or failed; `postgres.drill`
+        # proves the exact counts against the archive's data stream.
+        tables = dict(entry.manifest.tables) if entry.manifest else {}
         if properties is not None:
             applied = apply_database_properties(settings, target, properties, privileges=privileges)
             if applied:
@@ -530,37 +534,6 @@ def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator
         temp.unlink(missing_ok=True)
 
 
-def _row_counts(settings: Settings, database: str, entry: BackupEntry) -> dict[str, tuple[int, int | None]]:
-    """Exact rows per restored table, keyed by the name quoted as PostgreSQL quotes it, beside the
-    manifest's estimate (version-1 manifests keyed tables as plain `schema.table`)."""
-    import psycopg2
-    from psycopg2 import sql
-
-    manifest = entry.manifest
-    estimates = manifest.tables if manifest else {}
-    legacy = manifest is not None and manifest.version < 2
-    action = f"cannot count the rows restored into {database}"
-    with database_errors(action):
-        connection = psycopg2.connect(
-            **settings.database.with_database(database).libpq_params(), connect_timeout=str(settings.connect_timeout)
-        )
-    try:
-        with database_errors(action), connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname)"
-                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
-            )
-            counts = {}
-            for schema, table, quoted in cursor.fetchall():
-                cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
-                counts[quoted] = (int(cursor.fetchone()[0]), estimates.get(f"{schema}.{table}" if legacy else quoted))
-    finally:
-        connection.close()
-    return counts
-
-
 def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | None:
     import psycopg2
     from psycopg2 import sql
@@ -628,12 +601,3 @@ def _when_idle(cursor: Any, name: str, statement: Any) -> None:
         except psycopg2.errors.ObjectInUse:
             time.sleep(0.1 * (attempt + 1))
     raise BackupError(f"{name} still has sessions after {RENAME_ATTEMPTS} attempts: stop the app and retry")
-
-
-def describe_tables(tables: dict[str, tuple[int, int | None]]) -> list[str]:
-    """Lines comparing restored row counts with the manifest's estimates."""
-    lines = []
-    for name, (rows, estimate) in sorted(tables.items()):
-        expected = "no estimate" if estimate is None else f"manifest estimate {estimate}"
-        lines.append(f"  {name}: {rows} rows ({expected})")
-    return lines

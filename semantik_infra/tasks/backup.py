@@ -240,7 +240,7 @@ def restore(
     from semantik_infra.backup import check_jobs
     from semantik_infra.catalog import entry_size
     from semantik_infra.console import Progress, format_duration, step
-    from semantik_infra.restore import check_restorable, describe_tables, resolve_archive, restore_backup
+    from semantik_infra.restore import check_restorable, resolve_archive, restore_backup
 
     check_jobs(jobs)
     settings = load()
@@ -276,8 +276,11 @@ def restore(
         )
     finally:
         progress.done()
-    print("\n".join(describe_tables(result.tables)))
-    step(f"restored {len(result.tables)} tables into {result.database} in {format_duration(result.seconds)}")
+    tables = f" ({len(result.tables)} tables)" if result.tables else ""
+    step(
+        f"restored {result.archive.name} into {result.database}{tables} in {format_duration(result.seconds)}"
+        " (`inv postgres.drill` proves every table's rows)"
+    )
 
 
 @task(
