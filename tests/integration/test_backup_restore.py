@@ -48,7 +48,7 @@ def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
     restore = db.run("postgres.restore", "latest", "--yes")
     assert restore.returncode == 0, restore.stdout + restore.stderr
     assert db.checksums() == original
-    assert "public.docs: 2001 rows" in restore.stdout
+    assert "(2 tables)" in restore.stdout
     kept = [name for name in db.databases() if name.startswith(f"{db.database}_before_restore_")]
     assert len(kept) == 1  # the replaced database is kept until --drop-old
     assert not [name for name in db.databases() if "_restore_" in name and "before" not in name]
