@@ -441,6 +441,8 @@ def check_server_leftovers(report: DoctorReport, settings: Settings) -> None:
         summarize,
     )
 
+    if any(finding.area == "port" and finding.status == FAIL for finding in report.findings):
+        return  # something else holds the port: nothing of ours to ask
     database = settings.database.database or "postgres"
     closed = refuses_connections(settings, connect_timeout=3)  # quick, like the other probes here
     if closed is None:
