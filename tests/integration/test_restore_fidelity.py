@@ -64,7 +64,9 @@ def test_restore_brings_back_locale_settings_comment_grants_and_odd_names(icu_db
     db.sql(f"DELETE FROM {ODD} WHERE v = 'z'")
     restored = db.run("postgres.restore", "latest", "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
-    assert f"{ODD}: 4 rows" in restored.stdout
+    assert db.sql(f"SELECT count(*) FROM {ODD}") == [(4,)]
+    drilled = db.run("postgres.drill") if "postgres.drill" in db.run("--list").stdout else None
+    assert drilled is None or (drilled.returncode == 0 and "proven" in drilled.stdout), drilled
     assert db.sql(PROPERTIES) == properties
     assert db.sql(ORDERED) == ordered
 
