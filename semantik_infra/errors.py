@@ -35,3 +35,9 @@ class DataImportError(InfraError):
 
 class Cancelled(InfraError):
     """The user declined a confirmation prompt: nothing was changed. Not an error, but not success."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, `docker stop`, a CI runner), raised where Ctrl-C would be so the
+    same cleanup runs; tasks exit 143 instead of 130. Like Ctrl-C, its message may say what the
+    interruption left behind."""

@@ -227,6 +227,7 @@ class DockerBackend(Backend):
     def _start(self, report: Reporter, timeout: float) -> StartResult:
         with Timer() as timer:
             already = self.start_container(report, timeout)
+            self._reopen_closed_database(report)
             seconds = self.wait_until_ready(max(1.0, timeout - timer.seconds))
         if already:
             return StartResult(already_running=True, seconds=seconds)
@@ -258,6 +259,12 @@ class DockerBackend(Backend):
             container = self._wait_healthy(timeout)
         report(f"container {container.name} is healthy", timer.seconds)
         return False
+
+    def _reopen_closed_database(self, report: Reporter) -> None:
+        # An interrupted restore's swap can leave the database refusing connections.
+        from semantik_infra.leftovers import reopen_closed_database
+
+        reopen_closed_database(self.settings, report)
 
     def _check_port_free(self) -> None:
         from semantik_infra.backends.native import port_in_use

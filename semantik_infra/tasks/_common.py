@@ -5,11 +5,14 @@ confirmation. Kept free of heavy imports so `inv --list` stays fast."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -18,7 +21,7 @@ from invoke import task as invoke_task
 from invoke.exceptions import Exit
 from invoke.parser import Argument
 
-from semantik_infra.errors import Cancelled, ConfigError, InfraError
+from semantik_infra.errors import Cancelled, ConfigError, InfraError, Terminated
 
 if TYPE_CHECKING:
     from semantik_infra.config import Settings
@@ -77,19 +80,23 @@ task = functools.partial(invoke_task, klass=InfraTask)
 
 
 def infra_task(body: F) -> F:
-    """Wrap a task body: InfraError becomes 'error: …' on stderr and its exit code; Ctrl-C exits 130;
+    """Wrap a task body: InfraError becomes 'error: …' on stderr and its exit code; Ctrl-C exits 130
+    and SIGTERM 143, each with one line ('interrupted' / 'terminated', plus what was left, if said);
     declining a prompt exits 1 with 'cancelled: nothing was changed'; a closed stdout exits quietly."""
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return body(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return body(*args, **kwargs)
         except Cancelled as cancelled:
             raise Exit(str(cancelled), code=cancelled.exit_code) from None
         except InfraError as error:
             raise Exit(f"error: {error}", code=error.exit_code) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
+        except KeyboardInterrupt as error:
+            word, code = ("terminated", 143) if isinstance(error, Terminated) else ("interrupted", 130)
+            detail = str(error)
+            raise Exit(f"{word}: {detail}" if detail else word, code=code) from None
         except BrokenPipeError:
             if not stdout_closed():
                 raise Exit("error: a pipe to a child process closed unexpectedly", code=1) from None
@@ -115,6 +122,28 @@ def stdout_closed() -> bool:
     os.dup2(devnull, fd)
     os.close(devnull)
     return True
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a task runs, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so every
+    cleanup Ctrl-C runs runs too; a second SIGTERM is ignored so that cleanup can finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(_signum: int, _frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def load() -> Settings:

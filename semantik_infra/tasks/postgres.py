@@ -57,10 +57,11 @@ def up(c: Context, timeout: float = 60.0) -> None:
 
 
 @task(
+    auto_shortflags=False,
     help={
         "volumes": "Also delete the data: the docker volume, or the native data directory (asks first unless --yes)",
         "yes": "Do not ask for confirmation",
-    }
+    },
 )
 @infra_task
 def down(c: Context, volumes: bool = False, yes: bool = False) -> None:
@@ -77,10 +78,14 @@ def down(c: Context, volumes: bool = False, yes: bool = False) -> None:
 @task
 @infra_task
 def status(c: Context) -> None:
-    """Show whether PostgreSQL runs, with pid/container, port, version, data location and uptime."""
+    """Show whether PostgreSQL runs, with pid/container, port, version, data location, uptime and leftovers."""
     from semantik_infra.console import status_line
+    from semantik_infra.leftovers import leftovers_fact
 
-    report = _backend().status()
+    backend = _backend()
+    report = backend.status()
+    if report.running:
+        report = leftovers_fact(backend.settings, report)
     print("\n".join(report.lines()))
     for warning in report.warnings:
         print(status_line("warn", warning))
@@ -119,11 +124,16 @@ def shell(c: Context, command: str = "", database: str = "") -> None:
     backend.require_running()
     args = ["-v", "ON_ERROR_STOP=1", "-c", command] if command else []
     code = run_interactive(backend.client_command("psql", args, database=database or None, interactive=True))
+    if code == 2 and not database:
+        # psql could not connect: if an interrupted restore closed the database, say how to reopen it.
+        from semantik_infra.leftovers import closed_database_error
+
+        closed_database_error(backend.settings)
     if code != 0:
         raise Exit(code=code)
 
 
-@task(help={"yes": "Do not ask for confirmation"})
+@task(auto_shortflags=False, help={"yes": "Do not ask for confirmation"})
 @infra_task
 def reset(c: Context, yes: bool = False) -> None:
     """Stop PostgreSQL and delete all its data (asks first unless --yes)."""
