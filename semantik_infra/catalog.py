@@ -269,16 +269,42 @@ def delete_backup(entry: BackupEntry) -> None:
 
 def backup_dir_problem(directory: Path) -> str:
     """Why backups cannot be written into BACKUP_DIR ("" if they can): it or a parent is a file, it
-    cannot be created, or it is not writable. Creates nothing that stays."""
+    cannot be created, or it is not writable. Writes nothing (the doctor asks it): permissions, a
+    read-only mount and a pseudo-filesystem are read from the system, not tried."""
     blocker = _file_in_the_way(directory)
     if blocker is not None:
         return str(_not_a_directory(directory, blocker))
     existing = next(path for path in (directory, *directory.parents) if path.is_dir())
-    try:
-        _probe(existing)
-    except OSError as error:
-        return str(write_error(error, directory, creating=existing != directory))
+    creating = existing != directory
+    if _mount_type(existing) in _PSEUDO_FILESYSTEMS:
+        return str(write_error(OSError(errno.ENOENT, "a kernel pseudo-filesystem"), directory, creating=True))
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return str(write_error(OSError(errno.EROFS, "read-only"), directory, creating=creating))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return str(write_error(OSError(errno.EACCES, "permission denied"), directory, creating=creating))
     return ""
+
+
+# Kernel filesystems where nothing can be stored, whatever the permissions say.
+_PSEUDO_FILESYSTEMS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs"}
+
+
+def _mount_type(path: Path) -> str:
+    """The filesystem type of the mount holding `path` (from /proc/mounts; "" when unknown)."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    resolved, best, kind = str(path.resolve()), "", ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        point = parts[1].replace("\\040", " ")
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, parts[2]
+    return kind
 
 
 def prepare_backup_dir(directory: Path) -> Path:

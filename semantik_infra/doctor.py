@@ -512,7 +512,10 @@ def check_backup_key(report: DoctorReport, settings: Settings) -> None:
     say which backups need which key, and which .env backup still holds it."""
     from semantik_infra.rotation import watch_key
 
-    watch = watch_key(settings)
+    try:
+        watch = watch_key(settings)
+    except InfraError:
+        return  # an unusable BACKUP_DIR is check_backups' finding
     if not watch.matching and not watch.other:
         return
     hint = "put that BACKUP_ENCRYPTION_KEY line back into the env file to restore them; keep the .bak file safe"

@@ -24,7 +24,7 @@ from semantik_infra.config import Settings, load_settings, source_label
 from semantik_infra.errors import BackendError, ConfigError, InfraError
 
 if TYPE_CHECKING:
-    from semantik_infra.backup import BackupEntry
+    from semantik_infra.catalog import BackupEntry
     from semantik_infra.envfile import EnvUpdate
 
 SCRAM_ITERATIONS = 4096
@@ -391,7 +391,7 @@ class KeyWatch:
 
 def watch_key(settings: Settings) -> KeyWatch:
     """Compare every encrypted backup's recorded key fingerprint with the current key (read-only)."""
-    from semantik_infra.backup import list_backups
+    from semantik_infra.catalog import list_backups
 
     current = fingerprint_of(settings.backup.encryption_key.reveal())
     encrypted = [

@@ -85,14 +85,20 @@ def backup(
 
 def _number(flag: str, text: str | None, kind: type) -> Any:
     """A numeric flag given as text (None when absent, so 0 is never mistaken for 'not given')."""
+    import math
+
     from semantik_infra.errors import ConfigError
 
     if text is None:
         return None
+    what = "a whole number" if kind is int else "a number"
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
-        raise ConfigError(f"{flag} {text!r} is not a number") from None
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)):
+        raise ConfigError(f"{flag}={text!r}: not {what} of 0 or more") from None
+    return value
 
 
 @task(
@@ -207,20 +213,24 @@ def _prune(settings: Any, keep: int | None, keep_days: float | None, dry_run: bo
     entries = list_backups(directory, manifest_key_source(settings))
     doomed = select_for_pruning(entries, keep=keep, keep_days=keep_days, now=datetime.now(UTC))
     verb = "would delete" if dry_run else "deleted"
+    mark = "info" if dry_run else "ok"
     for entry in doomed:
         if not dry_run:
             delete_backup(entry)
-        step(f"{verb} {entry.path.name}")
+        step(f"{verb} {entry.path.name}", status=mark)
     for partial in list_partials(directory):
         if partial.state == ABANDONED:
             if not dry_run:
                 discard(partial.path)
-            step(f"{'would remove' if dry_run else 'removed'} {partial.path.name} (left by an interrupted backup)")
+            step(
+                f"{'would remove' if dry_run else 'removed'} {partial.path.name} (left by an interrupted backup)",
+                status=mark,
+            )
     # A live backup publishes its archive a moment after its manifest: leave young ones alone.
     for lone in lone_files(directory, older_than=ABANDONED_AFTER_SECONDS):
         if not dry_run:
             lone.unlink(missing_ok=True)
-        step(f"{'would remove' if dry_run else 'removed'} {lone.name} (its archive was never published)")
+        step(f"{'would remove' if dry_run else 'removed'} {lone.name} (its archive was never published)", status=mark)
     step(f"{len(entries) - len(doomed)} backups kept" + (" (dry run: nothing deleted)" if dry_run else ""))
 
 
@@ -259,10 +269,10 @@ def restore(
     check_jobs(jobs)
     settings = load()
     live = settings.database.database or "postgres"
-    entry = resolve_archive(settings, archive)
-    check_restorable(entry, live, into_current=into_current, drop_old=drop_old)
     backend = select_backend(settings)
     backend.require_running()
+    entry = resolve_archive(settings, archive)
+    check_restorable(entry, live, into_current=into_current, drop_old=drop_old)
     if in_place:
         action = f"clean database {live} and restore {entry.path.name} into it (no copy is kept)"
     else:

@@ -148,12 +148,11 @@ def test_a_stopped_server_says_inv_postgres_up(tmp_path):
 
 
 def test_a_warning_is_not_marked_done(url_database):
-    """`--jobs ignored` is something to know, not a step that succeeded: `!`, not `✓`."""
-    from semantik_infra.secrets import generate_encryption_key
-
+    """A manifest nobody can authenticate (no BACKUP_ENCRYPTION_KEY) is something to know, not a step
+    that succeeded: `!`, not `✓`."""
     project, environ = url_database
-    environ = {**environ, "BACKUP_ENCRYPTION_KEY": generate_encryption_key()}
-    assert run_task("postgres.backup", "--encrypt", environ=environ, cwd=project).returncode == 0
-    result = run_task("postgres.restore", "latest", "--yes", "--drop-old", "--jobs", "2", environ=environ, cwd=project)
+    assert run_task("postgres.backup", environ=environ, cwd=project).returncode == 0
+    result = run_task("postgres.restore", "latest", "--yes", "--drop-old", environ=environ, cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "! --jobs ignored: this archive streams through pg_restore in one transaction" in result.stdout
+    warnings = [line for line in result.stdout.splitlines() if "is not authenticated" in line]
+    assert warnings and all(line.startswith("! ") for line in warnings), result.stdout

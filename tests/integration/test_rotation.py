@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 from dotenv import dotenv_values
 
-from tests.conftest import free_port, make_project_dir, run_task
+from tests.conftest import archive_files, free_port, make_project_dir, run_task
 from tests.integration.test_recorded_state import fresh_environ
 
 pytestmark = pytest.mark.integration
@@ -165,7 +165,7 @@ def test_a_changed_key_names_the_backups_and_the_bak_that_keeps_it(project: Proj
     """Items 2 and 6: env.init --force says which backups need the old key; doctor fails on it."""
     backup = project.run("postgres.backup", "--encrypt")
     assert backup.returncode == 0, backup.stderr
-    [archive] = (project.path / "backups").glob("semantik-*.dump")
+    [archive] = archive_files(project.path / "backups")
     old_key = dotenv_values(project.path / ".env")["BACKUP_ENCRYPTION_KEY"]
     forced = project.run("env.init", "--force")
     assert forced.returncode == 0, forced.stderr
