@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from invoke import Collection
 
-from semantik_infra.tasks import backup, env, postgres, setup, test
+from semantik_infra.tasks import backup, env, postgres, setup, snapshot, test
 
 
 def build_namespace() -> Collection:
@@ -18,6 +18,7 @@ def build_namespace() -> Collection:
         setup.doctor,
         Collection.from_module(env),
         postgres_tasks,
+        Collection.from_module(snapshot),
         Collection.from_module(test),
     )
 
