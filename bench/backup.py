@@ -1,15 +1,21 @@
-"""Backup/restore overhead, measured side by side in one run on a pgbench database:
+"""Backup and restore speed on Semantik-shaped data, measured side by side in one run (medians of
+interleaved runs; absolute figures beside each ratio):
 
-- bare `pg_dump -Fc` vs `inv postgres.backup` (target ratio <= 1.05)
-- bare `pg_dump -Fc` vs `inv postgres.backup --encrypt` (target <= 1.15)
-- bare `pg_restore` vs `inv postgres.restore` (target <= 1.10, verification, row counts and the
-  swap included; dropping the replaced database is not timed, as dropdb is not on the bare side)
-- peak RSS of the backup process at scale S and 4*S (target: flat)
+- `inv postgres.backup` / bare `pg_dump -Fc -Z0` (reading the data out of the server; target <= 1.3)
+- `inv postgres.backup` / bare `pg_dump -Fc` with its default gzip 6 (target <= 0.25)
+- archive size / bare `pg_dump -Fc` archive size (target <= 1.10)
+- `inv postgres.backup --encrypt` / `inv postgres.backup` (target <= 1.05)
+- `inv postgres.restore latest --yes` / bare `pg_restore --single-transaction` of the gzip archive
+  (target <= 1.05; verification and the swap included, dropping the replaced copy is not timed,
+  as dropdb is not on the bare side); `--jobs 2` / bare `pg_restore -j 2` (target <= 1.0)
+- `inv snapshot.save` + `inv snapshot.restore` / backup + restore (target >= 20x faster), when the
+  snapshot tasks exist
+- peak RSS of backup and restore at 1x and 4x the size (target: flat, <= 64 MiB)
 
-    python bench/backup.py [--scale 20] [--runs 3]
+    python bench/backup.py [--size 500] [--runs 3] [--no-large]
 
-Scale 1 is about 15 MB of data. It starts a private native cluster in a temp dir and removes it.
-Timings are noisy on shared machines: read the ratios, medians of interleaved runs."""
+It starts a private native cluster in a temp dir, fills it with bench/semantik_data.py and
+removes it afterwards. Timings are noisy on shared machines: read the ratios."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.semantik_data import fill  # noqa: E402
 from tests.conftest import destroy_cluster, start_cluster  # noqa: E402
 
 
@@ -40,97 +47,159 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
-def drop_kept_copies(pg_env: dict[str, str], bindir: Path) -> None:
-    """Drop the `<db>_before_restore_*` databases restores keep."""
-    listing = subprocess.run(
-        [str(bindir / "psql"), "-d", "postgres", "-Atc", "SELECT datname FROM pg_database"],
-        env=pg_env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    for name in listing:
-        if "_before_restore_" in name:
-            subprocess.run([str(bindir / "dropdb"), name], env=pg_env, check=True)
+class Bench:
+    """The cluster, environments and commands of one run."""
+
+    def __init__(self, size_mb: float) -> None:
+        from semantik_infra.backends.native import find_server_binaries
+        from semantik_infra.secrets import generate_encryption_key
+        from semantik_infra.urls import libpq_environment
+
+        self.cluster = start_cluster(password="bench-password-not-secret")
+        self.bindir = find_server_binaries(None).bindir
+        self.env = {**self.cluster.environ, "PYTHONPATH": str(REPO), "BACKUP_ENCRYPTION_KEY": generate_encryption_key()}
+        self.pg_env = {**os.environ, **libpq_environment(self.cluster.settings.database)}
+        self.work = self.cluster.project_dir / "bench"
+        self.work.mkdir()
+        self.inv = [sys.executable, "-m", "semantik_infra"]
+        self.tasks = subprocess.run([*self.inv, "--list"], env=self.env, capture_output=True, text=True).stdout
+        self.fill(size_mb)
+
+    def fill(self, size_mb: float) -> None:
+        started = time.perf_counter()
+        chunks = fill([str(self.bindir / "psql")], self.pg_env, size_mb)
+        size = self.psql("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        print(f"database: {chunks} chunks, {size} (filled in {time.perf_counter() - started:.0f} s)", flush=True)
+
+    def psql(self, query: str, database: str | None = None) -> str:
+        argv = [str(self.bindir / "psql"), "-Atc", query] + (["-d", database] if database else [])
+        return subprocess.run(argv, env=self.pg_env, check=True, capture_output=True, text=True).stdout.strip()
+
+    def tool(self, name: str, *args: str) -> tuple[float, int]:
+        return timed([str(self.bindir / name), *args], self.pg_env, self.work)
+
+    def task(self, *args: str) -> tuple[float, int]:
+        return timed([*self.inv, *args], self.env, self.cluster.project_dir)
+
+    def bare_restore(self, archive: Path, *options: str) -> float:
+        target = "bare_restore"
+        self.tool("createdb", target)
+        seconds = self.tool("pg_restore", "--no-owner", *options, "-d", target, str(archive))[0]
+        self.tool("dropdb", target)
+        return seconds
+
+    def drop_kept_copies(self) -> None:
+        for name in self.psql("SELECT datname FROM pg_database").split():
+            if "_before_restore_" in name:
+                self.tool("dropdb", name)
+
+    def newest_archive(self) -> Path:
+        archives = [p for p in (self.cluster.project_dir / "backups").iterdir() if ".dump" in p.name]
+        return max(
+            (p for p in archives if not p.name.startswith(".") and p.suffix != ".json"), key=lambda p: p.stat().st_mtime
+        )
+
+    def close(self) -> None:
+        destroy_cluster(self.cluster)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def line(label: str, ours: float, base: float, target: str, unit: str = "s") -> None:
+    print(f"  {label:<58} {ours / base:6.3f}  ({ours:.2f} {unit} / {base:.2f} {unit}; target {target})", flush=True)
+
+
+def measure(bench: Bench, runs: int) -> None:
+    """Every ratio at the current size."""
+    s: dict[str, list[float]] = {}
+    gzip_archive, raw_archive = bench.work / "bare.dump", bench.work / "raw.dump"
+    for _ in range(runs):
+        s.setdefault("pg_dump -Z0", []).append(bench.tool("pg_dump", "-Fc", "-Z0", "-f", str(raw_archive))[0])
+        s.setdefault("pg_dump", []).append(bench.tool("pg_dump", "-Fc", "-f", str(gzip_archive))[0])
+        s.setdefault("backup", []).append(bench.task("postgres.backup")[0])
+        s.setdefault("backup --encrypt", []).append(bench.task("postgres.backup", "--encrypt")[0])
+    ours = bench.newest_archive()
+    sizes = {"ours": ours.stat().st_size, "pg_dump": gzip_archive.stat().st_size}
+    print(f"backup ({runs} interleaved runs, medians; {os.cpu_count()} cores):")
+    line("inv postgres.backup / pg_dump -Fc -Z0", median(s["backup"]), median(s["pg_dump -Z0"]), "<= 1.3")
+    line("inv postgres.backup / pg_dump -Fc (gzip 6)", median(s["backup"]), median(s["pg_dump"]), "<= 0.25")
+    line("archive size / pg_dump -Fc archive size", sizes["ours"] / 2**20, sizes["pg_dump"] / 2**20, "<= 1.10", "MiB")
+    line(
+        "inv postgres.backup --encrypt / inv postgres.backup",
+        median(s["backup --encrypt"]),
+        median(s["backup"]),
+        "<= 1.05",
+    )
+    # Restore the plain archive: make it the newest.
+    bench.task("postgres.backup")
+    for _ in range(runs):
+        s.setdefault("pg_restore -1", []).append(bench.bare_restore(gzip_archive, "--single-transaction"))
+        s.setdefault("restore", []).append(bench.task("postgres.restore", "latest", "--yes")[0])
+        bench.drop_kept_copies()
+        s.setdefault("pg_restore -j 2", []).append(bench.bare_restore(gzip_archive, "--jobs", "2"))
+        s.setdefault("restore --jobs 2", []).append(bench.task("postgres.restore", "latest", "--yes", "--jobs", "2")[0])
+        bench.drop_kept_copies()
+    print("restore:")
+    line(
+        "inv postgres.restore / pg_restore --single-transaction (gzip)",
+        median(s["restore"]),
+        median(s["pg_restore -1"]),
+        "<= 1.05",
+    )
+    line(
+        "inv postgres.restore --jobs 2 / pg_restore -j 2 (gzip)",
+        median(s["restore --jobs 2"]),
+        median(s["pg_restore -j 2"]),
+        "<= 1.0",
+    )
+    if "snapshot.save" in bench.tasks:
+        for run in range(runs):
+            name = f"bench{run}"
+            s.setdefault("snapshot", []).append(
+                bench.task("snapshot.save", name)[0] + bench.task("snapshot.restore", name, "--yes")[0]
+            )
+            bench.task("snapshot.drop", name, "--yes")
+        backup_restore = median(s["backup"]) + median(s["restore"])
+        snapshot = median(s["snapshot"])
+        print("snapshots:")
+        print(
+            f"  backup + restore / snapshot.save + snapshot.restore         {backup_restore / snapshot:6.1f}x"
+            f"  ({backup_restore:.2f} s / {snapshot:.2f} s; target >= 20x)",
+            flush=True,
+        )
+
+
+def peak_rss(bench: Bench) -> tuple[int, int]:
+    """Peak RSS (KiB) of one backup and one restore."""
+    backup = bench.task("postgres.backup")[1]
+    restore = bench.task("postgres.restore", "latest", "--yes")[1]
+    bench.drop_kept_copies()
+    return backup, restore
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scale", type=int, default=20)
+    parser.add_argument("--size", type=float, default=500, help="database size in MB (default 500)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-large", action="store_true", help="skip the 4x size run for the RSS check")
     args = parser.parse_args()
-
-    cluster = start_cluster(password="bench-password-not-secret")
-    bindir = Path("/usr/lib/postgresql/15/bin")
-    env = {**cluster.environ, "PYTHONPATH": str(REPO), "BACKUP_COMPRESSION": "6"}
-    from semantik_infra.secrets import generate_encryption_key
-    from semantik_infra.urls import libpq_environment
-
-    env["BACKUP_ENCRYPTION_KEY"] = generate_encryption_key()
-    pg_env = {**os.environ, **libpq_environment(cluster.settings.database)}
-    work = cluster.project_dir / "bench"
-    work.mkdir()
-    inv = [sys.executable, "-m", "semantik_infra"]
+    bench = Bench(args.size)
     try:
-        rss: dict[int, int] = {}
-        for scale in (max(1, args.scale // 4), args.scale):
-            subprocess.run(
-                [str(bindir / "pgbench"), "-i", "-q", "-s", str(scale)], env=pg_env, check=True, capture_output=True
-            )
-            samples: dict[str, list[float]] = {"pg_dump": [], "backup": [], "backup --encrypt": []}
-            peak = 0
-            for _ in range(args.runs if scale == args.scale else 1):
-                bare = work / "bare.dump"
-                samples["pg_dump"].append(
-                    timed([str(bindir / "pg_dump"), "-Fc", "-Z6", "-f", str(bare)], pg_env, work)[0]
-                )
-                seconds, kib = timed([*inv, "postgres.backup"], env, cluster.project_dir)
-                samples["backup"].append(seconds)
-                peak = max(peak, kib)
-                samples["backup --encrypt"].append(
-                    timed([*inv, "postgres.backup", "--encrypt"], env, cluster.project_dir)[0]
-                )
-            rss[scale] = peak
-            size = bare.stat().st_size / 2**20
-            if scale != args.scale:
-                continue
-            base = statistics.median(samples["pg_dump"])
-            print(f"scale {scale}: archive {size:.0f} MiB, {args.runs} interleaved runs, medians")
+        measure(bench, args.runs)
+        rss = {1: peak_rss(bench)}
+        if not args.no_large:
+            bench.fill(args.size * 4)
+            rss[4] = peak_rss(bench)
+        for factor, (backup, restore) in rss.items():
             print(
-                f"  inv postgres.backup           / pg_dump -Fc = {statistics.median(samples['backup']) / base:.3f}"
-                " (target <= 1.05)"
+                f"peak RSS at {factor}x ({args.size * factor:.0f} MB): backup {backup / 1024:.0f} MiB,"
+                f" restore {restore / 1024:.0f} MiB (target: flat, <= 64 MiB)"
             )
-            print(
-                f"  inv postgres.backup --encrypt / pg_dump -Fc = "
-                f"{statistics.median(samples['backup --encrypt']) / base:.3f} (target <= 1.15)"
-            )
-            restores: dict[str, list[float]] = {"pg_restore": [], "restore": []}
-            for run in range(args.runs):
-                target = f"bare_restore_{run}"
-                subprocess.run([str(bindir / "createdb"), target], env=pg_env, check=True)
-                restores["pg_restore"].append(
-                    timed(
-                        [str(bindir / "pg_restore"), "--no-owner", "--single-transaction", "-d", target, str(bare)],
-                        pg_env,
-                        work,
-                    )[0]
-                )
-                subprocess.run([str(bindir / "dropdb"), target], env=pg_env, check=True)
-                # Like dropdb above, dropping the replaced database is outside the timing.
-                restores["restore"].append(
-                    timed([*inv, "postgres.restore", "latest", "--yes"], env, cluster.project_dir)[0]
-                )
-                drop_kept_copies(pg_env, bindir)
-            ratio = statistics.median(restores["restore"]) / statistics.median(restores["pg_restore"])
-            print(f"  inv postgres.restore          / pg_restore  = {ratio:.3f} (target <= 1.10, swap included)")
-        small, large = sorted(rss)
-        print(
-            f"  peak RSS of the backup process: scale {small}: {rss[small] / 1024:.0f} MiB,"
-            f" scale {large}: {rss[large] / 1024:.0f} MiB, ratio {rss[large] / rss[small]:.2f} (target: flat, ~1.0)"
-        )
     finally:
-        destroy_cluster(cluster)
-        shutil.rmtree(work, ignore_errors=True)
+        bench.close()
+        shutil.rmtree(bench.work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_project_dir_is_found_upwards(project):
         ("POSTGRES_DB", "", "must not be empty"),
         ("DATABASE_URL", "mysql://u:p@h/d", "DATABASE_URL in .env: unknown scheme"),
         ("DATABASE_URL", "nonsense", "DATABASE_URL in .env: not a URL"),
-        ("BACKUP_COMPRESSION", "10", "not a whole number from 0 to 9"),
+        ("BACKUP_COMPRESSION", "lz4", "use zstd:1-19, gzip:0-9 or none"),
     ],
 )
 def test_bad_values_name_variable_value_and_file(project, variable, value, message):
