@@ -171,16 +171,19 @@ class HashingReader:
     """Reads from `raw` while hashing and counting every byte that passes; `drain()` reads the rest,
     so the digest covers the whole file even when a later stage stopped early."""
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], progress: Any = None) -> None:
         self.raw = raw
         self.digest = hashlib.sha256()
         self.count = 0
+        self.progress = progress
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes, hashed."""
         data = self.raw.read(size)
         self.digest.update(data)
         self.count += len(data)
+        if self.progress is not None:
+            self.progress(self.count)
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:
@@ -200,40 +203,89 @@ class HashingReader:
         return self.digest.hexdigest()
 
 
-class ArchiveReader:
-    """The read side: pg_dump's bytes out of an archive file. After `finish()` (which reads any rest
-    of the file) `sha256` and `size` describe the whole file as it is on disk."""
+class _Prefixed:
+    """A reader that first returns `prefix`, then reads on from `source` (to sniff a stream's start)."""
 
-    def __init__(self, raw: IO[bytes], *, compression: Compression, key: bytes | None = None) -> None:
-        self._hashing = HashingReader(raw)
+    def __init__(self, prefix: bytes, source: Any) -> None:
+        self._prefix = prefix
+        self._source = source
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size < 0 or size >= len(self._prefix):
+                head, self._prefix = self._prefix, b""
+                rest = self._source.read(-1 if size < 0 else size - len(head))
+                return head + rest
+            head, self._prefix = self._prefix[:size], self._prefix[size:]
+            return head
+        return bytes(self._source.read(size))
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class ArchiveReader:
+    """The read side: pg_dump's bytes out of an archive file, decrypted with `key` when given and
+    decompressed when the (decrypted) bytes are a zstd stream, which is recognised by its magic
+    number, so an archive reads the same whatever it is called. After `finish()` (which reads any
+    rest of the file) `sha256` and `size` describe the whole file as it is on disk."""
+
+    def __init__(self, raw: IO[bytes], *, key: bytes | None = None, progress: Any = None) -> None:
+        self._hashing = HashingReader(raw, progress)
         source: Any = self._hashing
         if key is not None:
             from semantik_infra.encryption import DecryptingReader
 
             source = DecryptingReader(source, key)
-        if compression.method == ZSTD:
-            import zstandard
+        self._source = source
+        self._head: Any = None
+        self.compressed = False
 
-            source = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False)
-        self._head = source
+    def _start(self) -> Any:
+        if self._head is None:
+            magic = self._source.read(len(ZSTD_MAGIC))
+            source = _Prefixed(magic, self._source)
+            if magic == ZSTD_MAGIC:
+                import zstandard
+
+                self.compressed = True
+                source = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True, closefd=False)
+            self._head = source
+        return self._head
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes of pg_dump output; BackupError when decryption or decompression finds damage."""
         try:
-            return bytes(self._head.read(size))
+            return bytes(self._start().read(size))
         except Exception as error:
             from semantik_infra.errors import BackupError
 
             if isinstance(error, BackupError):
                 raise
             if type(error).__name__ == "ZstdError":
-                raise BackupError(f"the compressed data is damaged ({error})") from None
+                raise BackupError(f"the archive's compressed data is damaged ({error})") from None
             raise
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Fill `buffer` with pg_dump output."""
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def finish(self) -> None:
         """Consume what the stages left unread, so the hash covers the whole file."""
         while self.read(CHUNK_SIZE):
             pass
+        self._hashing.drain()
+
+    def finish_raw(self) -> None:
+        """Hash the rest of the file without decoding it (after a decoding error, to tell damage
+        from a changed file)."""
         self._hashing.drain()
 
     @property
@@ -248,10 +300,10 @@ class ArchiveReader:
 
 
 @contextlib.contextmanager
-def open_archive(path: Path, *, compression: Compression, key: bytes | None = None) -> Iterator[ArchiveReader]:
-    """An ArchiveReader over the file at `path`."""
+def open_archive(path: Path, *, key: bytes | None = None, progress: Any = None) -> Iterator[ArchiveReader]:
+    """An ArchiveReader over the file at `path`; `progress` hears how many file bytes were read."""
     with path.open("rb") as raw:
-        yield ArchiveReader(raw, compression=compression, key=key)
+        yield ArchiveReader(raw, key=key, progress=progress)
 
 
 def file_sha256(path: Path, chunk_size: int = CHUNK_SIZE) -> str:

@@ -1,109 +1,49 @@
 """Backups a user can bet their data on: pg_dump archives written atomically into BACKUP_DIR
 (temp name in the same directory, fsync, no-clobber link to `<db>-<UTC time>.dump`), streamed with
 flat memory (optionally through AES-256-GCM encryption), verified by reading the table of contents
-back with `pg_restore --list`, and described by a JSON manifest beside them. Also listing,
-re-verifying and pruning. pg_dump runs through the backend (inside the container on docker), and
+back with `pg_restore --list`, and described by a manifest (semantik_infra.manifest) that is
+published before the archive, so an archive never appears without it; and re-verifying archives
+(semantik_infra.catalog knows what is in BACKUP_DIR). pg_dump runs through the backend (inside the
+container on docker) tagged with our application_name, so an interruption can stop it there too;
 the password reaches it only through its environment."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, dataclass, fields
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from semantik_infra import proc
+from semantik_infra.archive import CHUNK_SIZE, ArchiveReader, ArchiveWriter, Compression, archive_suffix, file_sha256
+from semantik_infra.archive import open_archive as _open_archive
 from semantik_infra.backends.base import Backend
+from semantik_infra.catalog import (
+    ARCHIVE_SUFFIX,
+    CUSTOM,
+    DIRECTORY,
+    GLOBALS_SUFFIX,
+    PARTIAL_SUFFIX,
+    BackupEntry,
+    archive_name,
+    discard,
+    prepare_backup_dir,
+    write_error,
+)
 from semantik_infra.config import Settings
-from semantik_infra.envfile import atomic_writer, fsync_directory
+from semantik_infra.envfile import fsync_directory
 from semantik_infra.errors import BackupError, ConfigError
+from semantik_infra.manifest import MANIFEST_SUFFIX, BackupManifest, describe_authenticity, sign_manifest
 
-CUSTOM, DIRECTORY = "custom", "directory"
-ARCHIVE_SUFFIX = {CUSTOM: ".dump", DIRECTORY: ".dumpdir"}
-MANIFEST_SUFFIX = ".json"
-GLOBALS_SUFFIX = ".globals.sql"
-# Temporary names: `.<final name>.<pid>.<random>.partial` (the pid tells prune whether the writer lives).
-PARTIAL_SUFFIX = ".partial"
 ARCHIVE_MODE = 0o600  # archives hold all the data and, with globals, password hashes
-_PARTIAL = re.compile(r"^\.(?P<archive>.+\.(?:dump|dumpdir))\.(?P<pid>\d+)\.(?:[A-Za-z0-9_]+\.)?partial$")
-# A leftover temp file must be this old (no write since) before prune removes it.
-STALE_PARTIAL_SECONDS = 3600.0
-_STAMP = re.compile(r"^(?P<db>.+)-(?P<stamp>\d{8}T\d{6}\d{6}Z)\.(?:dump|dumpdir)$")
 # Tables smaller than this are counted exactly when the planner has no estimate yet.
 EXACT_COUNT_LIMIT_BYTES = 64 << 20
-
-
-@dataclass(frozen=True)
-class BackupManifest:
-    """What a backup holds and how to check it; never holds a secret (only the key's fingerprint)."""
-
-    archive: str
-    database: str
-    format: str
-    sha256: str
-    size: int
-    compression: int
-    encrypted: bool
-    key_fingerprint: str | None
-    server_version: str
-    pg_dump_version: str
-    created: str
-    duration_s: float
-    toc_entries: int
-    tables: dict[str, int | None]
-    backend: str
-    verified: bool = True
-    globals_file: str | None = None
-    version: int = 1
-
-    def to_json(self) -> str:
-        """The manifest as pretty JSON."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str, *, source: str = "manifest") -> BackupManifest:
-        """Parse and validate a manifest; BackupError names the file and the problem."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise BackupError(f"{source}: not valid JSON ({error.msg} at line {error.lineno})") from None
-        if not isinstance(data, dict):
-            raise BackupError(f"{source}: expected a JSON object")
-        known = {f.name for f in fields(cls)}
-        required = {f.name for f in fields(cls) if f.default is MISSING}
-        missing = sorted(name for name in required if name not in data)
-        if missing:
-            raise BackupError(f"{source}: missing {', '.join(missing)}")
-        if data.get("format") not in ARCHIVE_SUFFIX:
-            raise BackupError(f"{source}: unknown format {data.get('format')!r}")
-        if not re.fullmatch(r"[0-9a-f]{64}", str(data.get("sha256", ""))):
-            raise BackupError(f"{source}: sha256 is not a hex digest")
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-
-@dataclass(frozen=True)
-class BackupEntry:
-    """An archive in the backups directory, with its manifest if it has one."""
-
-    path: Path
-    database: str
-    created: datetime
-    manifest: BackupManifest | None
-    manifest_error: str = ""
-
-    @property
-    def manifest_path(self) -> Path:
-        """Where its manifest lives."""
-        return manifest_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -118,38 +58,22 @@ class BackupResult:
 # --- pure helpers --------------------------------------------------------------------------
 
 
-def archive_name(database: str, when: datetime, fmt: str = CUSTOM) -> str:
-    """`<db>-<YYYYmmddTHHMMSSffffffZ>.dump`: sortable, and unique even for concurrent backups."""
-    if "/" in database or database.startswith("."):
-        raise ConfigError(f"database name {database!r} cannot be used in a file name")
-    return f"{database}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%S%fZ')}{ARCHIVE_SUFFIX[fmt]}"
-
-
-def parse_archive_name(name: str) -> tuple[str, datetime] | None:
-    """(database, created) from an archive name, or None if it is not one of ours."""
-    match = _STAMP.match(name)
-    if not match:
-        return None
-    created = datetime.strptime(match.group("stamp"), "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-    return match.group("db"), created
-
-
-def manifest_path(archive: Path) -> Path:
-    """The manifest beside an archive."""
-    return archive.with_name(archive.name + MANIFEST_SUFFIX)
-
-
-def globals_path(archive: Path) -> Path:
-    """The roles file beside an archive."""
-    return archive.with_name(archive.name + GLOBALS_SUFFIX)
-
-
-def pg_dump_argv(fmt: str, compression: int, jobs: int, target: Path | None = None) -> list[str]:
-    """pg_dump options (the database comes from PGDATABASE)."""
+def pg_dump_argv(fmt: str, compression: int, jobs: int, target: Path | None = None, tag: str = "") -> list[str]:
+    """pg_dump options; the database comes from PGDATABASE, `tag` becomes its application_name."""
     argv = ["--format", fmt, "--compress", str(compression), "--no-password"]
+    if tag:
+        from semantik_infra.leftovers import conninfo
+
+        argv += ["--dbname", conninfo(application_name=tag)]
     if fmt == DIRECTORY:
         argv += ["--jobs", str(jobs), "--file", str(target)]
     return argv
+
+
+def check_jobs(jobs: int, *, flag: str = "--jobs") -> None:
+    """Every task validates --jobs the same way."""
+    if jobs < 1:
+        raise ConfigError(f"{flag} must be at least 1 (got {jobs})")
 
 
 def count_toc_entries(listing: str) -> int:
@@ -157,96 +81,17 @@ def count_toc_entries(listing: str) -> int:
     return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
 
 
-def toc_tables(listing: str) -> list[str]:
-    """`schema.table` for every TABLE DATA entry of a `pg_restore --list` listing."""
-    tables = []
-    for line in listing.splitlines():
-        parts = line.split()
-        # e.g. "3402; 0 16390 TABLE DATA public items semantik"
-        if "TABLE DATA" in line and not line.startswith(";"):
-            index = parts.index("DATA")
-            tables.append(f"{parts[index + 1]}.{parts[index + 2]}")
-    return tables
-
-
-def select_for_pruning(
-    entries: list[BackupEntry], *, keep: int | None, keep_days: float | None, now: datetime
-) -> list[BackupEntry]:
-    """The entries to delete, oldest first: per database, those neither among its newest `keep`
-    nor younger than `keep_days`. Each database's newest backup, and its newest one with a
-    manifest, are never selected, whatever the arguments."""
-    if keep is None and keep_days is None:
-        raise ConfigError("--prune needs --keep N and/or --keep-days D")
-    if keep is not None and keep < 1:
-        raise ConfigError("--keep must be at least 1: the newest backup is always kept")
-    if keep_days is not None and keep_days < 0:
-        raise ConfigError("--keep-days must not be negative")
-    by_database: dict[str, list[BackupEntry]] = {}
-    for entry in entries:
-        by_database.setdefault(entry.database, []).append(entry)
-    doomed = []
-    for group in by_database.values():
-        ordered = sorted(group, key=lambda entry: entry.created, reverse=True)
-        # A newest archive that is damaged (no manifest) must not cost the last good one.
-        newest_good = next((entry for entry in ordered if entry.manifest is not None), None)
-        for rank, entry in enumerate(ordered):
-            kept_by_count = keep is not None and rank < keep
-            kept_by_age = keep_days is not None and now - entry.created <= timedelta(days=keep_days)
-            if rank == 0 or entry is newest_good or kept_by_count or kept_by_age:
-                continue
-            doomed.append(entry)
-    return sorted(doomed, key=lambda entry: entry.created)
-
-
-def partial_writer_pid(name: str) -> int | None:
-    """The pid of the backup writing temp file `name` (`.<archive>.<pid>.<random>.partial`), or None."""
-    match = _PARTIAL.match(name)
-    return int(match.group("pid")) if match else None
-
-
-# --- streaming sinks -----------------------------------------------------------------------
-
-
-class HashingWriter:
-    """Writes through to a file while hashing and counting exactly the bytes that reach it."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.digest = hashlib.sha256()
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        """Write, hash and count `data`."""
-        written = self.raw.write(data)
-        self.digest.update(data)
-        self.count += len(data)
-        return written
-
-
-def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
-    """sha256 of a file (or, for a directory archive, of its sorted per-file digests), streamed."""
-    if path.is_dir():
-        lines = "".join(
-            f"{child.relative_to(path)} {file_sha256(child)}\n" for child in sorted(path.rglob("*")) if child.is_file()
-        )
-        return hashlib.sha256(lines.encode()).hexdigest()
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while block := stream.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
+# --- reading archives -----------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def archive_reader(path: Path, key: bytes | None) -> Iterator[IO[bytes]]:
-    """The archive's pg_dump bytes: decrypted (and authenticated) on the fly when a key is given."""
-    with path.open("rb") as raw:
-        if key is None:
-            yield raw
-        else:
-            from semantik_infra.encryption import DecryptingReader
-
-            yield DecryptingReader(raw, key)  # type: ignore[misc]
+def archive_reader(
+    path: Path, key: bytes | None, progress: Callable[[int], None] | None = None
+) -> Iterator[ArchiveReader]:
+    """The archive's pg_dump bytes: decrypted (and authenticated) on the fly when a key is given,
+    decompressed when it is one of our zstd archives. `progress` hears how many file bytes were read."""
+    with _open_archive(path, key=key, progress=progress) as reader:
+        yield reader
 
 
 # --- server facts --------------------------------------------------------------------------
@@ -282,19 +127,19 @@ def _read_facts(connection: Any, cursor: Any) -> tuple[str, int, dict[str, int |
     version = str(cursor.fetchone()[0]).split()[0]
     major = connection.server_version // 10000
     cursor.execute(
-        "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_relation_size(c.oid)"
-        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "SELECT n.nspname, c.relname, c.reltuples::bigint, pg_relation_size(c.oid),"
+        " format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
         " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
     )
     tables: dict[str, int | None] = {}
-    for schema, table, estimate, size in cursor.fetchall():
-        name = f"{schema}.{table}"
+    # Keys are quoted as PostgreSQL quotes them, so "my.schema"."t" never reads as my.schema.t.
+    for schema, table, estimate, size, name in cursor.fetchall():
         if estimate >= 0:
             tables[name] = int(estimate)
         elif size <= EXACT_COUNT_LIMIT_BYTES:
             # Never analysed, and small enough to count exactly.
-            cursor.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
             tables[name] = int(cursor.fetchone()[0])
         else:
             tables[name] = None
@@ -344,11 +189,14 @@ def _local_tool(backend: Backend, tool: str, args: list[str]) -> proc.Command:
     return backend.client_command(tool, args)
 
 
-def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
-    """Check size, checksum, decryptability and TOC; return a one-line verdict or raise BackupError."""
+def precheck(entry: BackupEntry, key: bytes | None) -> None:
+    """What can be checked without reading the archive: a valid manifest, the archive there with the
+    manifest's size, and the key it was encrypted with. BackupError otherwise."""
     manifest = entry.manifest
+    if entry.manifest_error:
+        raise BackupError(entry.manifest_error)
     if manifest is None:
-        raise BackupError(f"{entry.path.name}: no manifest beside it ({entry.manifest_error or 'missing'})")
+        raise BackupError(f"{entry.path.name}: no manifest beside it: its checksum cannot be checked")
     if not entry.path.exists():
         raise BackupError(f"{entry.path.name}: the archive is missing")
     if entry.path.is_file() and entry.path.stat().st_size != manifest.size:
@@ -356,8 +204,6 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
             f"{entry.path.name}: size {entry.path.stat().st_size} differs from the manifest's {manifest.size}"
             " (truncated or changed)"
         )
-    if file_sha256(entry.path) != manifest.sha256:
-        raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
     if manifest.encrypted and key is None:
         raise BackupError(f"{entry.path.name} is encrypted: set BACKUP_ENCRYPTION_KEY to its key")
     if manifest.encrypted and key is not None:
@@ -368,106 +214,66 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
                 f"{entry.path.name} was encrypted with another key (fingerprint {manifest.key_fingerprint}):"
                 " set BACKUP_ENCRYPTION_KEY to that key"
             )
-        authenticate(entry.path, key)
-    entries = count_toc_entries(read_toc(backend, entry.path, key if manifest.encrypted else None))
-    return f"checksum ok, {entries} TOC entries" + (", decrypts" if manifest.encrypted else "")
 
 
-def authenticate(path: Path, key: bytes) -> None:
-    """Decrypt a whole encrypted archive, discarding the output: BackupError at the first bad chunk."""
-    with archive_reader(path, key) as source:
-        while source.read(1 << 20):
-            pass
-
-
-# --- listing -------------------------------------------------------------------------------
-
-
-def list_backups(directory: Path) -> list[BackupEntry]:
-    """Our archives in `directory`, oldest first, each with its manifest (or why it has none)."""
-    if not directory.is_dir():
-        return []
-    entries = []
-    for path in directory.iterdir():
-        parsed = parse_archive_name(path.name)
-        if parsed is None:
-            continue
-        database, created = parsed
-        manifest, problem = None, ""
-        try:
-            manifest = BackupManifest.from_json(
-                manifest_path(path).read_text(encoding="utf-8"), source=manifest_path(path).name
-            )
-        except FileNotFoundError:
-            problem = "no manifest"
-        except (OSError, BackupError) as error:
-            problem = str(error)
-        entries.append(BackupEntry(path, database, created, manifest, problem))
-    return sorted(entries, key=lambda entry: entry.created)
-
-
-def stale_partials(directory: Path, *, now: float | None = None) -> list[Path]:
-    """Temp files of interrupted backups: their writer is gone and nothing touched them for an hour."""
-    if not directory.is_dir():
-        return []
-    now = time.time() if now is None else now
-    stale = []
-    for path in sorted(directory.iterdir()):
-        pid = partial_writer_pid(path.name)
-        if pid is None or _process_alive(pid):
-            continue
-        try:
-            touched = max([path.stat().st_mtime, *(child.stat().st_mtime for child in path.rglob("*"))])
-        except OSError:
-            continue  # vanished meanwhile
-        if now - touched >= STALE_PARTIAL_SECONDS:
-            stale.append(path)
-    return stale
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    return True
-
-
-def remove_partial(path: Path) -> None:
-    """Delete a leftover temp file or directory."""
-    _discard(path)
-
-
-def entry_size(entry: BackupEntry) -> int:
-    """Bytes on disk of an archive (file or directory)."""
-    if entry.path.is_dir():
-        return sum(child.stat().st_size for child in entry.path.rglob("*") if child.is_file())
-    return entry.path.stat().st_size if entry.path.exists() else 0
-
-
-def describe_entry(entry: BackupEntry) -> str:
-    """One listing line: date, size, database, encrypted or not, verified or not, file name."""
-    from semantik_infra.console import format_bytes
-
+def check_digest(entry: BackupEntry, sha256: str, size: int) -> None:
+    """BackupError unless the bytes read from disk are the ones the manifest describes."""
     manifest = entry.manifest
-    when = entry.created.strftime("%Y-%m-%d %H:%M:%S UTC")
-    encrypted = "?" if manifest is None else "encrypted" if manifest.encrypted else "plain"
-    state = "verified at creation" if manifest and manifest.verified else entry.manifest_error or "unverified"
-    return f"{when}  {format_bytes(entry_size(entry)):>10}  {entry.database}  {encrypted}  {state}  {entry.path.name}"
+    if manifest is not None and (sha256 != manifest.sha256 or size != manifest.size):
+        raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
 
 
-def delete_backup(entry: BackupEntry) -> None:
-    """Remove an archive with its manifest and globals file."""
-    import shutil
+def read_through(backend: Backend, entry: BackupEntry, key: bytes | None) -> tuple[str, str, int]:
+    """Read an archive once: decrypt and decompress all of it (every chunk and frame checked), hash
+    it, and hand its head to `pg_restore --list`; (listing, sha256, size). A decoding error in a file
+    whose checksum no longer matches is reported as the checksum mismatch it is."""
+    command = backend.client_command("pg_restore", ["--list"])
+    with archive_reader(entry.path, key) as reader, proc.Feeder(command) as toc:
+        try:
+            while chunk := reader.read(CHUNK_SIZE):
+                toc.write(chunk)
+            reader.finish()
+        except BackupError:
+            reader.finish_raw()
+            check_digest(entry, reader.sha256, reader.size)
+            raise
+        status, listing, errors = toc.finish()
+    check_digest(entry, reader.sha256, reader.size)
+    if status != 0:
+        raise BackupError(f"{entry.path.name}: pg_restore cannot read it: {proc.last_line(errors) or status}")
+    return listing, reader.sha256, reader.size
 
+
+def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
+    """Check manifest, size, checksum, decryptability, compressed frames and TOC, reading the archive
+    once; return a one-line verdict or raise BackupError."""
+    precheck(entry, key)
+    manifest = entry.manifest
+    assert manifest is not None
     if entry.path.is_dir():
-        shutil.rmtree(entry.path)
+        if file_sha256(entry.path) != manifest.sha256:
+            raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
+        listing = read_toc(backend, entry.path, None)
     else:
-        entry.path.unlink(missing_ok=True)
-    manifest_path(entry.path).unlink(missing_ok=True)
-    globals_path(entry.path).unlink(missing_ok=True)
+        listing = read_through(backend, entry, key if manifest.encrypted else None)[0]
+    decrypts = ", decrypts" if manifest.encrypted else ""
+    entries = count_toc_entries(listing)
+    return f"checksum ok, {entries} TOC entries{decrypts}, manifest {describe_authenticity(entry.authenticity)}"
+
+
+def check_without_manifest(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
+    """What can be checked of an archive with no manifest: every encrypted chunk authenticates, every
+    compressed frame checks, and the TOC reads. The checksum cannot be checked, and the verdict says so."""
+    from semantik_infra.encryption import is_encrypted
+
+    encrypted = entry.path.is_file() and is_encrypted(entry.path)
+    if encrypted and key is None:
+        raise BackupError(f"{entry.path.name} is encrypted: set BACKUP_ENCRYPTION_KEY to its key")
+    if entry.path.is_dir():
+        listing = read_toc(backend, entry.path, None)
+    else:
+        listing = read_through(backend, entry, key if encrypted else None)[0]
+    return f"no manifest: checksum cannot be checked; {count_toc_entries(listing)} TOC entries readable"
 
 
 # --- creating ------------------------------------------------------------------------------
@@ -482,6 +288,12 @@ def encryption_key(settings: Settings, encrypt: bool) -> bytes | None:
     return parse_key(settings.backup.encryption_key.reveal())
 
 
+def manifest_key_source(settings: Settings) -> bytes | None:
+    """BACKUP_ENCRYPTION_KEY, parsed, when it is set: manifests are authenticated with a key derived
+    from it (and archives decrypted with it); None when it is not set."""
+    return encryption_key(settings, bool(settings.backup.encryption_key.reveal()))
+
+
 def create_backup(
     settings: Settings,
     backend: Backend,
@@ -491,13 +303,19 @@ def create_backup(
     encrypt: bool = False,
     include_globals: bool = False,
     progress: Callable[[int], None] | None = None,
+    report: Callable[..., None] = lambda *_a, **_k: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> BackupResult:
-    """Dump the configured database into BACKUP_DIR atomically, verify it, and write its manifest."""
+    """Dump the configured database into BACKUP_DIR atomically, verify it, and publish it with its
+    manifest (manifest first, so an archive never appears without one).
+
+    Interrupted (Ctrl-C, SIGTERM), it leaves nothing and says so; pg_dump is stopped inside the
+    container too."""
     if fmt not in ARCHIVE_SUFFIX:
         raise ConfigError(f"--format {fmt!r}: use custom or directory")
-    if jobs < 1:
-        raise ConfigError("--jobs must be at least 1")
+    check_jobs(jobs)
+    if jobs > 1 and fmt != DIRECTORY:
+        raise ConfigError("--jobs works with --format directory only (a custom archive is written by one process)")
     if fmt == DIRECTORY and encrypt:
         raise ConfigError("--encrypt works with the custom format only (a directory archive is many files)")
     if include_globals and backend.name == "external":
@@ -505,32 +323,36 @@ def create_backup(
     if fmt == DIRECTORY and backend.name == "docker":
         raise ConfigError("--format directory works only on the native and external backends: use --format custom")
     key = encryption_key(settings, encrypt)
+    signing_key = manifest_key_source(settings)
     database = settings.database.database or "postgres"
-    directory = settings.backup.directory
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = prepare_backup_dir(settings.backup.directory)
+    from semantik_infra.leftovers import cancel_orphans, new_tag, stop_tagged
 
     started = time.monotonic()
     created = clock()
-    server_version, server_major, tables = server_facts(settings, database)
-    dump_version = client_version(backend, "pg_dump")
-    if backend.name != "docker":
-        check_pg_dump_version(dump_version, server_version, server_major)
-
-    final = directory / archive_name(database, created, fmt)
-    if fmt == CUSTOM:
-        temp, sha256, size = _dump_custom(settings, backend, final, key, progress)
-    else:
-        temp, sha256, size = _dump_directory(settings, backend, final, jobs)
+    compression = _compression_for(settings.backup.compression, fmt)
+    suffix = archive_suffix(compression, encrypted=key is not None) if fmt == CUSTOM else None
+    final = directory / archive_name(database, created, fmt, suffix)
+    tag = new_tag("backup")
+    temp: Path | None = None
+    written: list[Path] = []  # final names we created, to remove unless the archive gets its name
+    published = False
     try:
+        server_version, server_major, tables = server_facts(settings, database)
+        cancel_orphans(settings, backend, report)  # the server answers: stop what killed tasks left running
+        dump_version = client_version(backend, "pg_dump")
+        if backend.name != "docker":
+            check_pg_dump_version(dump_version, server_version, server_major)
         # Verified under its temporary name: only an archive pg_restore can read gets a final name.
-        listing = read_toc(backend, temp, key)
-        publish_archive(temp, final)
-    finally:
-        _discard(temp)
-    try:
-        extra = _dump_globals(backend, final) if include_globals else None
+        if fmt == CUSTOM:
+            temp = temp_path(final)
+            sha256, size, listing = _dump_custom(backend, temp, compression, key, progress, tag.text)
+        else:
+            temp = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+            sha256, size = _dump_directory(backend, temp, compression, jobs, tag.text)
+            listing = read_toc(backend, temp, None)
+        extra = _dump_globals(backend, final, written) if include_globals else None
         from semantik_infra.backends.native import parse_version
-        from semantik_infra.encryption import key_fingerprint
 
         manifest = BackupManifest(
             archive=final.name,
@@ -538,9 +360,9 @@ def create_backup(
             format=fmt,
             sha256=sha256,
             size=size,
-            compression=settings.backup.compression,
+            compression=str(compression),
             encrypted=key is not None,
-            key_fingerprint=key_fingerprint(key) if key is not None else None,
+            key_fingerprint=None,
             server_version=server_version,
             pg_dump_version=parse_version(dump_version)[0],
             created=created.isoformat(),
@@ -550,29 +372,62 @@ def create_backup(
             backend=backend.name,
             globals_file=extra.name if extra else None,
         )
-        with atomic_writer(manifest_path(final), mode=0o644) as stream:
-            stream.write(manifest.to_json().encode())
-    except BaseException:
-        # An archive that fails verification must not stay under a final name.
-        delete_backup(BackupEntry(final, database, created, None))
+        if signing_key is not None:
+            manifest = sign_manifest(manifest, signing_key)
+        # The manifest first: killed between the two, the user sees no archive rather than an
+        # archive that cannot be checked (the lone manifest is listed and pruned). Ctrl-C waits
+        # until both have their names, so "no backup written" and "complete" are never both half true.
+        with proc.signals_deferred():
+            _publish_beside(final, MANIFEST_SUFFIX, written, lambda stream: stream.write(manifest.to_json().encode()))
+            publish_archive(temp, final)
+            published = True
+    except BaseException as error:
+        if not published:
+            for path in written:
+                path.unlink(missing_ok=True)
+        if temp is not None:
+            discard(temp)
+        if backend.name == "docker":
+            stop_tagged(settings, backend, tag)  # killing `docker exec` leaves pg_dump running inside
+        if isinstance(error, KeyboardInterrupt):
+            raise type(error)(f"the backup {final.name} was complete" if published else "no backup written") from None
+        if isinstance(error, OSError):
+            raise write_error(error, directory) from None
         raise
     return BackupResult(final, manifest, extra)
 
 
-def _temp_path(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX)
+def temp_path(final: Path, suffix: str = "") -> Path:
+    try:
+        fd, name = tempfile.mkstemp(
+            dir=final.parent, prefix=f".{final.name}{suffix}.{os.getpid()}.", suffix=PARTIAL_SUFFIX
+        )
+    except OSError as error:
+        raise write_error(error, final.parent) from None
     os.close(fd)
     os.chmod(name, ARCHIVE_MODE)
     return Path(name)
 
 
-def _discard(temp: Path) -> None:
-    import shutil
-
-    if temp.is_dir():
-        shutil.rmtree(temp, ignore_errors=True)
-    else:
-        temp.unlink(missing_ok=True)
+def _publish_beside(
+    final: Path, suffix: str, written: list[Path], write: Callable[[BinaryIO], Any], mode: int = 0o644
+) -> Path:
+    """Write `<final><suffix>` all-or-nothing (temp, fsync, no-clobber link), recording it in `written`."""
+    target = final.with_name(final.name + suffix)
+    temp = temp_path(final, suffix)
+    try:
+        os.chmod(temp, mode)
+        with temp.open("wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        _publish_file(temp, target)
+        written.append(target)
+    except FileExistsError:
+        raise BackupError(f"{target} already exists: refusing to overwrite it") from None
+    finally:
+        discard(temp)
+    return target
 
 
 def publish_archive(temp: Path, final: Path) -> None:
@@ -588,7 +443,7 @@ def publish_archive(temp: Path, final: Path) -> None:
     except FileExistsError:
         raise BackupError(f"{final} already exists: refusing to overwrite a backup") from None
     except OSError as error:
-        raise _write_error(error, final.parent) from None
+        raise write_error(error, final.parent) from None
     fsync_directory(final.parent)
 
 
@@ -606,68 +461,71 @@ def _publish_file(temp: Path, final: Path) -> None:
     temp.unlink()
 
 
+def _compression_for(configured: Compression, fmt: str) -> Compression:
+    """What an archive of `fmt` is compressed with: BACKUP_COMPRESSION, except that a directory
+    archive (many files, written by pg_dump's workers) uses pg_dump's own gzip instead of zstd."""
+    from semantik_infra.archive import GZIP, ZSTD
+
+    if fmt == DIRECTORY and configured.method == ZSTD:
+        return Compression(GZIP, 6)
+    return configured
+
+
+class _Tee:
+    """Writes every chunk to each sink in turn."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self.sinks:
+            sink.write(data)
+        return len(data)
+
+
 def _dump_custom(
-    settings: Settings,
     backend: Backend,
-    final: Path,
+    temp: Path,
+    compression: Compression,
     key: bytes | None,
     progress: Callable[[int], None] | None,
-) -> tuple[Path, str, int]:
-    """pg_dump -Fc streamed (and encrypted) into a fsynced temp file; (temp, sha256 on disk, size)."""
-    command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, settings.backup.compression, 1))
-    temp = _temp_path(final)
-    try:
-        with temp.open("wb") as raw:
-            hashing = HashingWriter(raw)
-            if key is not None:
-                from semantik_infra.encryption import EncryptingWriter
-
-                sink: Any = EncryptingWriter(hashing, key)  # type: ignore[arg-type]
-            else:
-                sink = hashing
-            status, errors = proc.stream_to(command, sink, progress=progress)
-            if status != 0:
-                raise BackupError(f"pg_dump failed: {proc.last_line(errors) or f'exit status {status}'}")
-            if key is not None:
-                sink.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        return temp, hashing.digest.hexdigest(), hashing.count
-    except OSError as error:
-        _discard(temp)
-        raise _write_error(error, final.parent) from None
-    except BaseException:
-        _discard(temp)
-        raise
+    tag: str,
+) -> tuple[str, int, str]:
+    """pg_dump -Fc streamed through the archive pipeline (zstd, encryption, hashing) into the fsynced
+    temp file, while `pg_restore --list` reads the table of contents from the same stream, so the
+    archive is never read back; (sha256 on disk, size, TOC listing)."""
+    command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, compression.pg_dump_level, 1, tag=tag))
+    with temp.open("wb") as raw, proc.Feeder(backend.client_command("pg_restore", ["--list"])) as toc:
+        writer = ArchiveWriter(raw, compression=compression, key=key)
+        status, errors = proc.stream_to(command, _Tee(toc, writer), progress=progress)
+        if status != 0:
+            raise BackupError(f"pg_dump failed: {proc.last_line(errors) or f'exit status {status}'}")
+        writer.finish()
+        raw.flush()
+        os.fsync(raw.fileno())
+        toc_status, listing, toc_errors = toc.finish()
+    if toc_status != 0:
+        raise BackupError(f"pg_restore cannot read the new archive: {proc.last_line(toc_errors) or toc_status}")
+    return writer.sha256, writer.size, listing
 
 
-def _dump_directory(settings: Settings, backend: Backend, final: Path, jobs: int) -> tuple[Path, str, int]:
-    """pg_dump -Fd -j N into a temp directory beside the final one; (temp, sha256, size)."""
-    temp = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
-    command = _local_tool(backend, "pg_dump", pg_dump_argv(DIRECTORY, settings.backup.compression, jobs, temp))
-    try:
-        result = proc.run(command, check=False)
-        if result.returncode != 0:
-            raise BackupError(f"pg_dump failed: {proc.last_line(result.stderr) or result.returncode}")
-        os.chmod(temp, 0o700)  # pg_dump -Fd fsyncs its files itself
-        size = sum(child.stat().st_size for child in temp.rglob("*") if child.is_file())
-        return temp, file_sha256(temp), size
-    except BaseException:
-        _discard(temp)
-        raise
+def _dump_directory(backend: Backend, temp: Path, compression: Compression, jobs: int, tag: str) -> tuple[str, int]:
+    """pg_dump -Fd -j N into the temp directory beside the final one; (sha256, size)."""
+    args = pg_dump_argv(DIRECTORY, compression.pg_dump_level, jobs, temp, tag=tag)
+    result = proc.run(_local_tool(backend, "pg_dump", args), check=False)
+    if result.returncode != 0:
+        raise BackupError(f"pg_dump failed: {proc.last_line(result.stderr) or result.returncode}")
+    os.chmod(temp, 0o700)  # pg_dump -Fd fsyncs its files itself
+    size = sum(child.stat().st_size for child in temp.rglob("*") if child.is_file())
+    return file_sha256(temp), size
 
 
-def _dump_globals(backend: Backend, final: Path) -> Path:
-    target = globals_path(final)
+def _dump_globals(backend: Backend, final: Path, written: list[Path]) -> Path:
     command = backend.client_command("pg_dumpall", ["--globals-only", "--no-password"], database="postgres")
-    with atomic_writer(target, mode=ARCHIVE_MODE) as stream:
+
+    def write(stream: BinaryIO) -> None:
         status, errors = proc.stream_to(command, stream)
         if status != 0:
             raise BackupError(f"pg_dumpall --globals-only failed: {proc.last_line(errors) or status}")
-    return target
 
-
-def _write_error(error: OSError, directory: Path) -> BackupError:
-    if error.errno == errno.ENOSPC:
-        return BackupError(f"no space left on the device holding {directory}: free space or set BACKUP_DIR")
-    return BackupError(f"writing into {directory} failed: {error.strerror or error}")
+    return _publish_beside(final, GLOBALS_SUFFIX, written, write, ARCHIVE_MODE)

@@ -68,10 +68,11 @@ class Timer:
 
 
 class Progress:
-    """A one-line byte counter rewritten in place on a terminal (at most 4 times a second)."""
+    """A one-line byte counter (of `total`, if known) rewritten in place on a terminal (at most 4 times a second)."""
 
-    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+    def __init__(self, label: str, stream: TextIO | None = None, total: int | None = None) -> None:
         self.label = label
+        self.total = total
         self.stream = stream or sys.stdout
         self.enabled = self.stream.isatty()
         self.start = time.monotonic()
@@ -83,7 +84,8 @@ class Progress:
         if not self.enabled or now - self._last < 0.25:
             return
         self._last = now
-        self.stream.write(f"\r{self.label}: {format_bytes(count)} in {format_duration(now - self.start)}   ")
+        of = f" of {format_bytes(self.total)}" if self.total else ""
+        self.stream.write(f"\r{self.label}: {format_bytes(count)}{of} in {format_duration(now - self.start)}   ")
         self.stream.flush()
 
     def done(self) -> None:

@@ -45,8 +45,22 @@ _BY_SQLSTATE = {
     "28P01": ErrorKind(PERMANENT, "wrong password, or no such role", "POSTGRES_PASSWORD and POSTGRES_USER"),
     "3D000": ErrorKind(PERMANENT, "the database does not exist", "POSTGRES_DB"),
 }
+# What the server says about a database with ALLOW_CONNECTIONS off.
+CLOSED_DATABASE_MARKER = "is not currently accepting connections"
+
+
+def closed_database_cause(database: str = "") -> str:
+    """Why a database refuses connections, and the fix: only an interrupted restore's swap closes it."""
+    name = f"database {database}" if database else "the database"
+    return (
+        f"{name} does not accept connections (ALLOW_CONNECTIONS is off, as an interrupted restore leaves it):"
+        " run `inv postgres.up` to reopen it"
+    )
+
+
 # Connection-level failures carry no SQLSTATE: recognise them by libpq's message text.
 _BY_MESSAGE = (
+    (CLOSED_DATABASE_MARKER, ErrorKind(PERMANENT, closed_database_cause())),
     (
         "password authentication failed",
         ErrorKind(PERMANENT, "wrong password, or no such role", "POSTGRES_PASSWORD and POSTGRES_USER"),

@@ -17,7 +17,7 @@ from semantik_infra.config import SECRET_NAMES, Settings, read_env_file
 from semantik_infra.errors import ConfigError, InfraError
 
 if TYPE_CHECKING:
-    from semantik_infra.backup import BackupEntry
+    from semantik_infra.catalog import BackupEntry
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 STALE_BACKUP_DAYS = 7
@@ -72,6 +72,8 @@ def diagnose(
         check_port(report, settings, backend_name)
     check_client_tools(report, settings, backend_name)
     check_backups(report, settings)
+    if backend_name is not None and settings.postgres_configured:
+        check_server_leftovers(report, settings)
     if connection_check is not None:
         report.findings.append(connection_check(settings))
     return report
@@ -361,19 +363,36 @@ def _format_server_version(number: int) -> str:
 
 
 def check_backups(report: DoctorReport, settings: Settings) -> None:
-    """The backups directory is writable; how old the newest backup is, and whether it verifies."""
+    """BACKUP_DIR can be created and written; how old the configured database's newest backup is,
+    whether it verifies, and temp files left by killed backups."""
     import time
 
-    from semantik_infra.backup import list_backups
+    from semantik_infra.backup import manifest_key_source
+    from semantik_infra.catalog import ABANDONED, backup_dir_problem, list_backups, list_partials
 
     directory = settings.backup.directory
-    existing = directory if directory.exists() else next((p for p in directory.parents if p.exists()), Path("/"))
-    if not os.access(existing, os.W_OK):
-        report.add("backups", FAIL, f"{existing} is not writable", "fix its permissions or set BACKUP_DIR")
+    problem = backup_dir_problem(directory)
+    if problem:
+        report.add("backups", FAIL, problem, "set BACKUP_DIR to a directory this user can write")
         return
-    entries = list_backups(directory)
+    state = "is writable" if directory.is_dir() else "can be created (its parent is writable)"
+    report.add("backups", OK, f"BACKUP_DIR={directory} {state}")
+    abandoned = [partial for partial in list_partials(directory) if partial.state == ABANDONED]
+    if abandoned:
+        report.add(
+            "backups",
+            WARN,
+            f"{len(abandoned)} temporary files left by killed backups in {directory}",
+            "`inv postgres.backups --prune --keep N` removes them",
+        )
+    try:
+        key = manifest_key_source(settings)
+    except ConfigError:
+        key = None  # the env check reports a malformed key
+    database = settings.database.database or "postgres"
+    entries = [entry for entry in list_backups(directory, key) if entry.database == database]
     if not entries:
-        report.add("backups", WARN, f"no backups in {directory} yet", "run `inv postgres.backup`")
+        report.add("backups", WARN, f"no backups of {database} in {directory} yet", "run `inv postgres.backup`")
         return
     newest = entries[-1]
     age_days = (time.time() - newest.created.timestamp()) / 86400
@@ -384,20 +403,77 @@ def check_backups(report: DoctorReport, settings: Settings) -> None:
         f"newest backup {newest.path.name} is {age_days:.1f} days old",
         "run `inv postgres.backup`" if stale else "",
     )
-    _check_newest_verifies(report, settings, newest)
+    _check_newest_verifies(report, settings, newest, key)
 
 
-def _check_newest_verifies(report: DoctorReport, settings: Settings, newest: BackupEntry) -> None:
+def _check_newest_verifies(report: DoctorReport, settings: Settings, newest: BackupEntry, key: bytes | None) -> None:
     from semantik_infra.backends import select_backend
-    from semantik_infra.backup import encryption_key, verify_archive
+    from semantik_infra.backup import verify_archive
 
+    if newest.has_no_manifest:
+        report.add(
+            "backups",
+            WARN,
+            f"newest backup {newest.path.name} has no manifest: its checksum cannot be checked",
+            "run `inv postgres.backup` for a backup with a manifest",
+        )
+        return
     try:
-        key = encryption_key(settings, bool(settings.backup.encryption_key))
         verdict = verify_archive(select_backend(settings), newest, key)
     except InfraError as error:
         report.add("backups", FAIL, f"newest backup does not verify: {error}", "run `inv postgres.backups --verify`")
         return
     report.add("backups", OK, f"newest backup verifies: {verdict}")
+
+
+# --- what interrupted backups and restores left on the server -----------------------------------
+
+
+def check_server_leftovers(report: DoctorReport, settings: Settings) -> None:
+    """A database an interrupted swap closed, leftover scratch and kept databases (with their total
+    size), and pg_dump/pg_restore sessions whose task was killed. Silent when the server cannot be
+    reached: the connection check says why."""
+    from semantik_infra.leftovers import (
+        SCRATCH,
+        find_leftover_databases,
+        orphaned_tags,
+        refuses_connections,
+        summarize,
+    )
+
+    database = settings.database.database or "postgres"
+    closed = refuses_connections(settings, connect_timeout=3)  # quick, like the other probes here
+    if closed is None:
+        return
+    if closed:
+        report.add(
+            "database",
+            FAIL,
+            f"database {database} refuses connections (ALLOW_CONNECTIONS is off: an interrupted restore left it so)",
+            "run `inv postgres.up`, which reopens it",
+        )
+    try:
+        leftovers = find_leftover_databases(settings)
+        orphans = orphaned_tags(settings)
+    except InfraError:
+        return
+    if leftovers:
+        scratch = sum(leftover.kind == SCRATCH for leftover in leftovers)
+        report.add(
+            "database",
+            WARN,
+            f"{summarize(leftovers, 'leftover ')} of {database}: {scratch} scratch from interrupted restores,"
+            f" {len(leftovers) - scratch} kept by restores",
+            "`inv postgres.leftovers` lists them; `inv postgres.leftovers --drop` removes them",
+        )
+    if orphans:
+        tools = ", ".join(sorted({f"{tag.tool} (task pid {tag.pid})" for tag in orphans}))
+        report.add(
+            "database",
+            WARN,
+            f"still running for killed tasks: {tools}",
+            "any backup, restore or `inv postgres.leftovers` cancels them",
+        )
 
 
 def diagnose_project(

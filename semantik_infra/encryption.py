@@ -44,10 +44,19 @@ def key_fingerprint(key: bytes) -> str:
     return hashlib.sha256(b"semantik-backup-key-id\0" + key).hexdigest()[:16]
 
 
+def hkdf_sha256(key: bytes, *, salt: bytes, info: bytes) -> bytes:
+    """A 32-byte key for one purpose (`info`) derived from `key`: HKDF-SHA256 (RFC 5869), one block."""
+    prk = hmac.new(salt or bytes(hashlib.sha256().digest_size), key, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
 def _file_key(key: bytes, salt: bytes) -> bytes:
-    # HKDF (RFC 5869) with one output block: extract with the salt, expand with a fixed label.
-    prk = hmac.new(salt, key, hashlib.sha256).digest()
-    return hmac.new(prk, b"semantik-backup-chunks\x01", hashlib.sha256).digest()
+    return hkdf_sha256(key, salt=salt, info=b"semantik-backup-chunks")
+
+
+def manifest_key(key: bytes) -> bytes:
+    """The key manifests are authenticated with: never the encryption key itself."""
+    return hkdf_sha256(key, salt=b"", info=b"semantik-backup-manifest-mac")
 
 
 def _nonce(index: int, final: bool) -> bytes:

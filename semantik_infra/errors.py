@@ -27,3 +27,9 @@ class BackupError(InfraError):
 
 class DatabaseError(InfraError):
     """Connecting to or querying the database failed."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, `docker stop`, a CI runner), raised where Ctrl-C would be so the
+    same cleanup runs; tasks exit 143 instead of 130. Like Ctrl-C, its message may say what the
+    interruption left behind."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -62,9 +62,18 @@ def spawn(command: Command, **popen: Any) -> subprocess.Popen[Any]:
 
 
 def stop_child(process: subprocess.Popen[Any]) -> None:
-    """Give a child a grace period to exit (it got the terminal's SIGINT too), then terminate, then kill."""
-    for signal_it in (None, process.terminate, process.kill):
-        if signal_it is not None:
+    """Interrupt a child as Ctrl-C would, give it a grace period to exit, then terminate, then kill.
+
+    The SIGINT is sent even though a terminal's Ctrl-C reached the child already: a SIGTERM (or a
+    signal sent to this process alone) did not."""
+    import signal
+
+    def interrupt() -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+
+    for signal_it in (interrupt, process.terminate, process.kill):
+        with contextlib.suppress(ProcessLookupError):
             signal_it()
         try:
             process.wait(timeout=_GRACE_SECONDS)
@@ -145,10 +154,67 @@ def stream_to(
         return status, errors.read().decode("utf-8", "replace")
 
 
-def feed_from(command: Command, source: IO[bytes], *, chunk_size: int = 1 << 20) -> tuple[int, str, str]:
+class Feeder:
+    """A child reading what we write to its stdin, its output going to temporary files: for
+    `pg_restore --list` reading the head of a stream that we are writing elsewhere as a whole.
+    Writes stop quietly once the child stops reading; `finish()` returns (status, stdout, stderr)."""
+
+    def __init__(self, command: Command) -> None:
+        import tempfile
+
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        try:
+            self._process = spawn(command, stdin=subprocess.PIPE, stdout=self._out, stderr=self._errors)
+        except BaseException:
+            self._close_files()
+            raise
+        self.reading = True
+
+    def write(self, data: bytes) -> int:
+        """Hand `data` to the child while it reads; afterwards, drop it."""
+        if self.reading:
+            try:
+                self._process.stdin.write(data)  # type: ignore[union-attr]
+            except BrokenPipeError:
+                self.reading = False
+        return len(data)
+
+    def finish(self) -> tuple[int, str, str]:
+        """Close its stdin, wait for it, and return (exit status, stdout text, stderr text)."""
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()  # type: ignore[union-attr]
+        status = self._process.wait()
+        self._out.seek(0)
+        self._errors.seek(0)
+        return status, self._out.read().decode("utf-8", "replace"), self._errors.read().decode("utf-8", "replace")
+
+    def _close_files(self) -> None:
+        self._out.close()
+        self._errors.close()
+
+    def __enter__(self) -> Feeder:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()  # type: ignore[union-attr]
+            stop_child(self._process)
+        self._close_files()
+
+
+def feed_from(
+    command: Command,
+    source: IO[bytes],
+    *,
+    chunk_size: int = 1 << 20,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, str, str]:
     """Stream `source` into the child's stdin; return (exit status, stdout text, stderr text).
 
     Output goes to temporary files rather than pipes, so a chatty child never deadlocks us.
+    `progress` is called with the running byte count after each chunk.
     """
     import tempfile
 
@@ -157,8 +223,12 @@ def feed_from(command: Command, source: IO[bytes], *, chunk_size: int = 1 << 20)
         assert process.stdin is not None
         try:
             try:
+                fed = 0
                 while chunk := source.read(chunk_size):
                     process.stdin.write(chunk)
+                    fed += len(chunk)
+                    if progress is not None:
+                        progress(fed)
             except BrokenPipeError:
                 pass  # the child stopped reading: its exit status says why
             finally:
@@ -171,6 +241,35 @@ def feed_from(command: Command, source: IO[bytes], *, chunk_size: int = 1 << 20)
         out.seek(0)
         errors.seek(0)
         return status, out.read().decode("utf-8", "replace"), errors.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C and SIGTERM for a few quick steps that must happen together (a backup's
+    manifest and archive getting their names); they take effect right after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this machine (someone else's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def last_line(text: str) -> str:

@@ -1,10 +1,14 @@
-"""Restoring a backup without risking the live database. The archive is verified (checksum,
-decryptability, table of contents) before any database is touched; pg_restore then fills a new
-scratch database, and only when it finished without error is the scratch database swapped in
-(new sessions blocked, live connections terminated, then in one transaction live renamed to
-`<db>_before_restore_<time>` and scratch renamed to `<db>`, so there is never a moment without
-`<db>`). A failed or interrupted restore drops the scratch database and leaves the live one as it
-was. `in_place` (clean + restore into the live database) exists for users who ask for it."""
+"""Restoring a backup without risking the live database, and bringing back the same database.
+The archive is verified first (a manifest that exists must be valid and authentic; one for
+another database needs --into-current; an archive without one restores only when confirmed, and
+never with --drop-old). pg_restore then fills a new scratch database created with the archive's
+encoding and locale (ICU included), the archive's database settings, comment and GRANTs are
+re-applied, and only then is it swapped in (new sessions blocked, sessions terminated, then in one
+transaction live renamed to `<db>_before_restore_<time>` and scratch to `<db>`). A failed or
+interrupted restore drops the scratch database, leaves the live one as it was and says so. A
+running restore holds an advisory lock, so two never race and its scratch database is never
+taken for a leftover. `in_place` (clean + restore into the live database) is there for users who
+ask for it."""
 
 from __future__ import annotations
 
@@ -14,24 +18,39 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
 from semantik_infra.backends.base import Backend
 from semantik_infra.backup import (
-    BackupEntry,
     archive_reader,
-    list_backups,
-    parse_archive_name,
+    check_digest,
+    check_jobs,
+    check_without_manifest,
+    manifest_key_source,
+    precheck,
     verify_archive,
 )
+from semantik_infra.catalog import BackupEntry, list_backups, load_entry
 from semantik_infra.config import Settings
 from semantik_infra.console import Timer
+from semantik_infra.dbprops import apply_database_properties, create_scratch_database, read_database_properties
 from semantik_infra.errors import BackupError, ConfigError
+from semantik_infra.manifest import UNCHECKED, describe_authenticity
+
+if TYPE_CHECKING:
+    from semantik_infra.leftovers import RestoreLock
 
 RENAME_ATTEMPTS = 10
 # PostgreSQL silently truncates longer identifiers, after which lookups by the full name miss.
 MAX_IDENTIFIER_BYTES = 63
+
+Report = Callable[..., None]
+"""Called like console.step: a line, optionally its duration and `status="warn"`."""
+
+
+def _quiet(*_args: Any, **_kwargs: Any) -> None:
+    pass
 
 
 @dataclass
@@ -48,11 +67,13 @@ class RestoreResult:
 
 
 def resolve_archive(settings: Settings, which: str) -> BackupEntry:
-    """`latest` (the newest archive of the configured database) or a path, as a BackupEntry."""
+    """`latest` (the newest archive of the configured database) or a path, as a BackupEntry whose
+    manifest (`<path>.json`, whatever the archive is called) is loaded and authenticated."""
     directory = settings.backup.directory
     database = settings.database.database or "postgres"
+    key = manifest_key_source(settings)
     if which == "latest":
-        ours = [entry for entry in list_backups(directory) if entry.database == database]
+        ours = [entry for entry in list_backups(directory, key) if entry.database == database]
         if not ours:
             raise BackupError(f"no backups of {database} in {directory}: run `inv postgres.backup` first")
         return ours[-1]
@@ -61,12 +82,25 @@ def resolve_archive(settings: Settings, which: str) -> BackupEntry:
     found = next((candidate for candidate in candidates if candidate.exists()), None)
     if found is None:
         raise ConfigError(f"{which}: no such archive (looked in {' and '.join(str(c.parent) for c in candidates)})")
-    for entry in list_backups(found.parent):
-        if entry.path.resolve() == found.resolve():
-            return entry
-    parsed = parse_archive_name(found.name)
-    created = parsed[1] if parsed else datetime.fromtimestamp(found.stat().st_mtime, UTC)
-    return BackupEntry(found, parsed[0] if parsed else database, created, None, "no manifest")
+    return load_entry(found, key, database=database)
+
+
+def check_restorable(entry: BackupEntry, live: str, *, into_current: bool, drop_old: bool) -> None:
+    """Refuse, before anything is touched, what must not be restored as asked: an archive whose
+    manifest exists but is not valid or authentic, a backup of another database (unless
+    `into_current`), and an archive without a manifest together with --drop-old."""
+    if entry.manifest_error:
+        raise BackupError(f"refusing to restore {entry.path.name}: {entry.manifest_error}")
+    if entry.manifest is not None and entry.manifest.database != live and not into_current:
+        raise ConfigError(
+            f"{entry.path.name} is a backup of database {entry.manifest.database}, not of {live}:"
+            f" pass --into-current to restore it into {live} anyway"
+        )
+    if entry.has_no_manifest and drop_old:
+        raise ConfigError(
+            f"{entry.path.name} has no manifest, so its checksum cannot be checked: restore it without"
+            " --drop-old (the current database is kept) and drop the old copy once you have checked the result"
+        )
 
 
 def restore_names(live: str, when: datetime, taken: Collection[str]) -> tuple[str, str]:
@@ -75,14 +109,15 @@ def restore_names(live: str, when: datetime, taken: Collection[str]) -> tuple[st
     stamp = when.strftime("%Y%m%d%H%M%S")
     for attempt in range(1, 100):
         suffix = stamp if attempt == 1 else f"{stamp}_{attempt}"
-        scratch = _fit(live, f"_restore_{suffix}")
-        previous = _fit(live, f"_before_restore_{suffix}")
+        scratch = fit_name(live, f"_restore_{suffix}")
+        previous = fit_name(live, f"_before_restore_{suffix}")
         if scratch not in taken and previous not in taken:
             return scratch, previous
-    raise BackupError(f"too many databases named {live}_restore_{stamp}…: drop the leftovers")
+    raise BackupError(f"too many databases named {live}_restore_{stamp}…: `inv postgres.leftovers --drop`")
 
 
-def _fit(prefix: str, suffix: str) -> str:
+def fit_name(prefix: str, suffix: str) -> str:
+    """`prefix + suffix`, the prefix shortened (on a character boundary) to fit 63 bytes."""
     budget = MAX_IDENTIFIER_BYTES - len(suffix.encode())
     return prefix.encode()[:budget].decode("utf-8", "ignore") + suffix
 
@@ -105,19 +140,21 @@ def database_errors(action: str) -> Iterator[None]:
         raise BackupError(f"{action}: {classify(error).cause}") from None
 
 
-def _admin(settings: Settings, live: str) -> Any:
+def admin_connection(settings: Settings, live: str, *, connect_timeout: int | None = None) -> Any:
+    """An autocommit connection to the maintenance database of `live`."""
     import psycopg2
 
     with database_errors(f"cannot connect to {settings.database.redacted()}"):
         connection = psycopg2.connect(
             **settings.database.with_database(maintenance_database(live)).libpq_params(),
-            connect_timeout=str(settings.connect_timeout),
+            connect_timeout=str(connect_timeout or settings.connect_timeout),
         )
     connection.autocommit = True
     return connection
 
 
-def _exists(cursor: Any, name: str) -> bool:
+def database_exists(cursor: Any, name: str) -> bool:
+    """True if a database of that name exists."""
     cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
     return cursor.fetchone() is not None
 
@@ -133,7 +170,7 @@ def drop_database(settings: Settings, name: str) -> None:
     """Terminate a database's sessions and drop it (used for scratch and old copies)."""
     from psycopg2 import sql
 
-    connection = _admin(settings, name)
+    connection = admin_connection(settings, name)
     try:
         with database_errors(f"cannot drop database {name}"), connection.cursor() as cursor:
             _when_idle(cursor, name, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
@@ -141,12 +178,18 @@ def drop_database(settings: Settings, name: str) -> None:
         connection.close()
 
 
-def _drop_scratch(settings: Settings, name: str, report: Callable[[str, float | None], None]) -> None:
-    # Best effort while another error is on its way out: that error is the one to show.
+def _database_there(settings: Settings, name: str) -> bool | None:
     try:
-        drop_database(settings, name)
-    except BackupError as error:
-        report(f"the scratch database {name} is left behind ({error}): drop it with DROP DATABASE", None)
+        connection = admin_connection(settings, name)
+    except BackupError:
+        return None
+    try:
+        with connection.cursor() as cursor:
+            return database_exists(cursor, name)
+    except Exception:  # best effort while another failure is on its way out
+        return None
+    finally:
+        connection.close()
 
 
 def restore_backup(
@@ -158,66 +201,148 @@ def restore_backup(
     in_place: bool = False,
     drop_old: bool = False,
     privileges: bool = True,
-    report: Callable[[str, float | None], None] = lambda _t, _s=None: None,
+    into_current: bool = False,
+    server_locale: bool = False,
+    report: Report = _quiet,
+    progress: Callable[[int], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RestoreResult:
-    """Verify `entry`, restore it into a scratch database, then swap it in (or clean-restore in place).
+    """Verify `entry`, restore it into a scratch database made like the archived one, re-apply the
+    database's settings, comment and GRANTs, then swap it in (or clean-restore in place).
 
-    Ownership always goes to the configured user (--no-owner); `privileges=False` also skips GRANTs.
-    """
-    started = time.monotonic()
-    from semantik_infra.encryption import is_encrypted, parse_key
-
-    manifest = entry.manifest
-    encrypted = manifest.encrypted if manifest is not None else entry.path.is_file() and is_encrypted(entry.path)
-    key = parse_key(settings.backup.encryption_key.reveal()) if encrypted else None
-    if manifest is not None:
-        verification = verify_archive(backend, entry, key)
-    else:
-        from semantik_infra.backup import authenticate, count_toc_entries, read_toc
-
-        # No checksum to compare; still, every encrypted chunk must authenticate and the TOC must read.
-        if key is not None:
-            authenticate(entry.path, key)
-        count = count_toc_entries(read_toc(backend, entry.path, key))
-        verification = f"no manifest: checksum not checked; {count} TOC entries readable"
-    report(f"verified {entry.path.name}: {verification}", time.monotonic() - started)
-
+    Ownership always goes to the configured user (--no-owner); `privileges=False` also skips GRANTs
+    and per-role settings. `server_locale` creates the scratch database with the server's default
+    locale instead of the archive's."""
+    check_jobs(jobs)
     live = settings.database.database or "postgres"
-    parallel = _parallel_possible(backend, entry.path, key)
+    if in_place and drop_old:
+        raise ConfigError("--drop-old does nothing with --in-place (no copy is kept): pass one of them")
+    if in_place and server_locale:
+        raise ConfigError("--server-locale does nothing with --in-place (the live database keeps its locale)")
+    check_restorable(entry, live, into_current=into_current, drop_old=drop_old)
+    from semantik_infra.leftovers import cancel_orphans, restore_lock
+
+    with restore_lock(settings, live) as lock:
+        cancel_orphans(settings, backend, report)
+        return _restore_locked(
+            settings,
+            backend,
+            entry,
+            live,
+            lock,
+            jobs=jobs,
+            in_place=in_place,
+            drop_old=drop_old,
+            privileges=privileges,
+            server_locale=server_locale,
+            report=report,
+            progress=progress,
+            clock=clock,
+        )
+
+
+def _restore_locked(
+    settings: Settings,
+    backend: Backend,
+    entry: BackupEntry,
+    live: str,
+    lock: RestoreLock,
+    *,
+    jobs: int,
+    in_place: bool,
+    drop_old: bool,
+    privileges: bool,
+    server_locale: bool,
+    report: Report,
+    progress: Callable[[int], None] | None,
+    clock: Callable[[], datetime],
+) -> RestoreResult:
+    started = time.monotonic()
+    key = manifest_key_source(settings)
+    encrypted = entry.manifest.encrypted if entry.manifest else _is_encrypted(entry.path)
+    stream_key = key if encrypted else None
+    parallel = _parallel_possible(backend, entry.path)
     if jobs > 1 and not parallel:
-        report("--jobs ignored: this archive streams through pg_restore in one transaction", None)
+        why = "on docker the archive streams into the container in one transaction"
+        report(f"--jobs ignored: {why}", None, status="warn")
+    parallel = parallel and jobs > 1
+    # A restore that streams into a scratch database checks the checksum as it reads (the archive is
+    # read once); the live database is only touched after that check. Everything else verifies first.
+    checked_while_reading = not in_place and entry.manifest is not None and entry.path.is_file() and not parallel
+    if checked_while_reading:
+        precheck(entry, key)
+        _warn_unauthenticated(entry, report)
+        verification = "checksum ok, checked while restoring (the archive is read once)"
+    else:
+        verification = _verify(backend, entry, key, report)
+        report(
+            f"verified {entry.path.name}: {verification}",
+            time.monotonic() - started,
+            status="warn" if entry.manifest is None else "ok",
+        )
+    properties = read_database_properties(backend, entry.path, stream_key)
+    if properties is None:
+        report("the archive records no database properties: the server's defaults apply", None, status="warn")
+    from semantik_infra.leftovers import new_tag, stop_tagged
+
+    tag = new_tag("restore")
     previous: str | None = None
     if in_place:
+        from semantik_infra.leftovers import refuses_connections
+
+        if refuses_connections(settings):
+            raise BackupError(
+                f"database {live} refuses connections (an interrupted restore closed it): run `inv postgres.up`"
+                " to reopen it, or restore without --in-place (the swap replaces it)"
+            )
         target = live
     else:
         existing = _database_names(settings, live)
-        leftovers = sorted(name for name in existing if name.startswith(f"{live}_restore_"))
-        if leftovers:
-            report(f"left by interrupted restores (drop them when none runs): {', '.join(leftovers)}", None)
+        _report_leftovers(settings, live, report)
         target, previous = restore_names(live, clock(), existing)
-        _create_scratch(settings, target)
+        lock.claim_scratch(target)  # `postgres.leftovers` never drops it while we run
     try:
+        if not in_place:
+            create_scratch_database(settings, target, None if server_locale else properties)
         with Timer() as timer:
             _run_pg_restore(
                 backend,
-                entry.path,
-                key,
+                entry,
+                stream_key,
                 target,
                 jobs=jobs if parallel else 1,
                 clean=in_place,
                 privileges=privileges,
+                tag=tag.text,
+                progress=progress,
+                check=checked_while_reading,
+                report=report,
             )
         report(f"pg_restore into {target} finished", timer.seconds)
+        if checked_while_reading:
+            report(f"verified {entry.path.name}: {verification}", None)
         tables = _row_counts(settings, target, entry)
+        if properties is not None:
+            applied = apply_database_properties(settings, target, properties, privileges=privileges)
+            if applied:
+                report(f"re-applied the database's {', '.join(applied)}", None)
         if previous is not None:
             previous = _swap(settings, live, target, previous)
-    except BaseException:
-        if not in_place:
-            _drop_scratch(settings, target, report)
+    except BaseException as error:
+        if backend.name == "docker":
+            stop_tagged(settings, backend, tag)  # killing `docker exec` leaves pg_restore running inside
+        left = _clean_up(settings, live, target, previous, in_place=in_place, parallel=jobs > 1 and parallel)
+        if isinstance(error, KeyboardInterrupt):
+            raise type(error)(left) from None
+        if isinstance(error, BackupError) and not in_place:
+            raise BackupError(f"{error} ({left})") from None
         raise
     if previous:
-        report(f"swapped in: {live} is the restored database; the old one is kept as {previous}", None)
+        report(
+            f"swapped in: {live} is the restored database; the old one is kept as {previous}"
+            " (`inv postgres.leftovers --drop` removes it)",
+            None,
+        )
     elif not in_place:
         report(f"created {live} from the archive (there was no live database)", None)
     dropped = False
@@ -231,8 +356,72 @@ def restore_backup(
     return RestoreResult(entry.path, live, previous, dropped, time.monotonic() - started, tables, verification)
 
 
+def _verify(backend: Backend, entry: BackupEntry, key: bytes | None, report: Report) -> str:
+    if entry.manifest is None:
+        return check_without_manifest(backend, entry, key)
+    verification = verify_archive(backend, entry, key)
+    _warn_unauthenticated(entry, report)
+    return verification
+
+
+def _warn_unauthenticated(entry: BackupEntry, report: Report) -> None:
+    if entry.authenticity != "authenticated":
+        why = describe_authenticity(entry.authenticity)
+        if entry.authenticity == UNCHECKED:
+            why = "BACKUP_ENCRYPTION_KEY is not set to check its MAC"
+        report(
+            f"the manifest of {entry.path.name} is not authenticated ({why}): its checksum catches"
+            " accidental damage, not deliberate changes",
+            None,
+            status="warn",
+        )
+
+
+def _is_encrypted(path: Path) -> bool:
+    from semantik_infra.encryption import is_encrypted
+
+    return path.is_file() and is_encrypted(path)
+
+
+def _clean_up(
+    settings: Settings, live: str, target: str, previous: str | None, *, in_place: bool, parallel: bool
+) -> str:
+    """Undo a failed or interrupted restore as far as it can be; say what it left."""
+    if in_place:
+        if parallel:
+            return f"{live} may be partly restored (--in-place with --jobs is not one transaction)"
+        return f"{live} unchanged (the restore ran in one transaction)"
+    if _database_there(settings, target) is False and _database_there(settings, previous or "") is True:
+        return f"{live} is the restored database; the old one is kept as {previous}"  # the swap had committed
+    try:
+        drop_database(settings, target)
+    except BackupError as error:
+        return (
+            f"scratch database {target} left behind ({error}): `inv postgres.leftovers --drop` removes it;"
+            f" {live} unchanged"
+        )
+    return f"scratch database {target} dropped, {live} unchanged"
+
+
+def _report_leftovers(settings: Settings, live: str, report: Report) -> None:
+    from semantik_infra.leftovers import find_leftover_databases, summarize
+
+    try:
+        leftovers = find_leftover_databases(settings)
+    except BackupError:
+        return
+    if leftovers:
+        names = ", ".join(leftover.name for leftover in leftovers)
+        report(
+            f"{summarize(leftovers, 'leftover ')} of {live} left by earlier restores: {names}"
+            " (`inv postgres.leftovers --drop` removes them)",
+            None,
+            status="warn",
+        )
+
+
 def _database_names(settings: Settings, live: str) -> set[str]:
-    connection = _admin(settings, live)
+    connection = admin_connection(settings, live)
     try:
         with database_errors("cannot list databases"), connection.cursor() as cursor:
             cursor.execute("SELECT datname FROM pg_database")
@@ -241,37 +430,21 @@ def _database_names(settings: Settings, live: str) -> set[str]:
         connection.close()
 
 
-def _parallel_possible(backend: Backend, archive: Path, key: bytes | None) -> bool:
-    # pg_restore --jobs needs a file it can seek in on this machine: not a decrypting stream,
-    # not a host file seen from inside a container.
-    return archive.is_dir() or (key is None and backend.name != "docker")
+def _parallel_possible(backend: Backend, archive: Path) -> bool:
+    # pg_restore --jobs needs a file it can seek in on this machine, not a host file seen from
+    # inside a container (compressed or encrypted archives are expanded into one first).
+    return archive.is_dir() or backend.name != "docker"
 
 
-def _create_scratch(settings: Settings, name: str) -> None:
-    import psycopg2
-    from psycopg2 import sql
+def pg_restore_argv(
+    database: str, *, jobs: int = 1, clean: bool = False, privileges: bool = True, tag: str = ""
+) -> list[str]:
+    """pg_restore options: objects owned by the configured user, stop at the first error; `tag`
+    becomes its application_name."""
+    if tag:
+        from semantik_infra.leftovers import conninfo
 
-    connection = _admin(settings, name)
-    try:
-        with connection.cursor() as cursor:
-            if _exists(cursor, name):
-                raise BackupError(f"database {name} already exists: another restore is running, or drop it")
-            cursor.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(name))
-            )
-    except psycopg2.Error as error:
-        from semantik_infra.database import first_line
-
-        raise BackupError(
-            f"cannot create the scratch database {name} ({first_line(str(error))}):"
-            " the configured user needs CREATEDB, or use --in-place"
-        ) from None
-    finally:
-        connection.close()
-
-
-def pg_restore_argv(database: str, *, jobs: int = 1, clean: bool = False, privileges: bool = True) -> list[str]:
-    """pg_restore options: objects owned by the configured user, stop at the first error."""
+        database = conninfo(dbname=database, application_name=tag)
     args = ["--no-owner", "--exit-on-error", "--dbname", database]
     if not privileges:
         args.append("--no-privileges")
@@ -286,45 +459,103 @@ def pg_restore_argv(database: str, *, jobs: int = 1, clean: bool = False, privil
 
 
 def _run_pg_restore(
-    backend: Backend, archive: Path, key: bytes | None, database: str, *, jobs: int, clean: bool, privileges: bool
+    backend: Backend,
+    entry: BackupEntry,
+    key: bytes | None,
+    database: str,
+    *,
+    jobs: int,
+    clean: bool,
+    privileges: bool,
+    tag: str,
+    progress: Callable[[int], None] | None,
+    check: bool,
+    report: Report,
 ) -> None:
-    args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges)
+    """pg_restore into `database`: streamed from the archive (hashed on the way when `check`), or,
+    with --jobs, from a file it can seek in (a compressed or encrypted archive is first expanded into
+    a 0600 temp file in BACKUP_DIR, checked, and removed afterwards)."""
+    args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges, tag=tag)
+    archive = entry.path
     if archive.is_dir() or jobs > 1:
-        result = proc.run(backend.client_command("pg_restore", [*args, str(archive)], database=database), check=False)
+        with _seekable(entry, key, report) as path:
+            result = proc.run(backend.client_command("pg_restore", [*args, str(path)], database=database), check=False)
         status, errors = result.returncode, result.stderr
     else:
-        with archive_reader(archive, key) as source:
-            status, _, errors = proc.feed_from(backend.client_command("pg_restore", args, database=database), source)
+        command = backend.client_command("pg_restore", args, database=database)
+        with archive_reader(archive, key, progress) as reader:
+            try:
+                status, _, errors = proc.feed_from(command, reader)
+                if check:
+                    reader.finish()
+            except BackupError:
+                if not check:
+                    raise
+                reader.finish_raw()
+                check_digest(entry, reader.sha256, reader.size)
+                raise
+            if check:
+                # Checked before the scratch database may replace anything: a changed file never gets in.
+                check_digest(entry, reader.sha256, reader.size)
     if status != 0:
         raise BackupError(f"pg_restore failed: {proc.last_line(errors) or f'exit status {status}'}")
 
 
+@contextlib.contextmanager
+def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator[Path]:
+    """The archive as a plain pg_dump file pg_restore can seek in: itself when it is one, else a
+    0600 temp copy in BACKUP_DIR, decrypted and decompressed (removed afterwards, also on failure)."""
+    from semantik_infra.archive import ZSTD_MAGIC, copy_stream
+
+    archive = entry.path
+    if archive.is_dir():
+        yield archive
+        return
+    with archive.open("rb") as head:
+        plain = key is None and head.read(len(ZSTD_MAGIC)) != ZSTD_MAGIC
+    if plain:
+        yield archive
+        return
+    from semantik_infra.backup import temp_path
+
+    temp = temp_path(archive, ".expanded")
+    try:
+        with Timer() as timer, archive_reader(archive, key) as reader, temp.open("wb") as out:
+            copy_stream(reader, out)
+            reader.finish()
+            check_digest(entry, reader.sha256, reader.size)
+        report(f"expanded {archive.name} into a temporary file for --jobs", timer.seconds)
+        yield temp
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 def _row_counts(settings: Settings, database: str, entry: BackupEntry) -> dict[str, tuple[int, int | None]]:
+    """Exact rows per restored table, keyed by the name quoted as PostgreSQL quotes it, beside the
+    manifest's estimate (version-1 manifests keyed tables as plain `schema.table`)."""
     import psycopg2
     from psycopg2 import sql
 
-    estimates = entry.manifest.tables if entry.manifest else {}
-    names = list(estimates) or []
-    with database_errors(f"cannot count the rows restored into {database}"):
+    manifest = entry.manifest
+    estimates = manifest.tables if manifest else {}
+    legacy = manifest is not None and manifest.version < 2
+    action = f"cannot count the rows restored into {database}"
+    with database_errors(action):
         connection = psycopg2.connect(
             **settings.database.with_database(database).libpq_params(), connect_timeout=str(settings.connect_timeout)
         )
     try:
-        with database_errors(f"cannot count the rows restored into {database}"), connection.cursor() as cursor:
-            if not names:
-                cursor.execute(
-                    "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                    " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                    " AND n.nspname NOT LIKE 'pg_toast%'"
-                )
-                names = [row[0] for row in cursor.fetchall()]
+        with database_errors(action), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname)"
+                " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
+            )
             counts = {}
-            for name in names:
-                schema, _, table = name.partition(".")
-                cursor.execute(
-                    sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-                )
-                counts[name] = (int(cursor.fetchone()[0]), estimates.get(name))
+            for schema, table, quoted in cursor.fetchall():
+                cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table)))
+                counts[quoted] = (int(cursor.fetchone()[0]), estimates.get(f"{schema}.{table}" if legacy else quoted))
     finally:
         connection.close()
     return counts
@@ -341,18 +572,20 @@ def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | N
         value = sql.SQL("true" if allowed else "false")
         return sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(sql.Identifier(name), value)
 
-    connection = _admin(settings, live)
+    connection = admin_connection(settings, live)
     try:
         with database_errors(f"swapping {scratch} in as {live} failed ({live} is unchanged)"):
             cursor = connection.cursor()
-            if not _exists(cursor, live):
+            if not database_exists(cursor, live):
                 cursor.execute(rename(scratch, live))
                 return None
-            # Block new sessions first, or the app reconnects between terminate and rename. This is
-            # committed on its own; should we die before the swap commits, live is intact but closed:
-            # ALTER DATABASE <db> WITH ALLOW_CONNECTIONS true reopens it.
-            cursor.execute(allow(live, False))
             try:
+                # Block new sessions first, or the app reconnects between terminate and rename. This
+                # is committed on its own; should we be killed before the swap commits, live is
+                # intact but closed, and `inv postgres.up` reopens it (we hold the restore lock
+                # meanwhile, so it never reopens a swap under way). Interrupted (Ctrl-C arrives
+                # once the statement returns), the handler below reopens it.
+                cursor.execute(allow(live, False))
                 for attempt in range(RENAME_ATTEMPTS):
                     _terminate(cursor, live)
                     try:

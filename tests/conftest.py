@@ -40,6 +40,15 @@ def make_project_dir(prefix: str = "semantik-test-") -> Path:
     return path
 
 
+def archive_files(directory: Path) -> list[Path]:
+    """The backup archives in `directory` (`.dump`, `.dump.zst`, `.enc`, `.dumpdir`), sorted by name."""
+    from semantik_infra.catalog import parse_archive_name
+
+    if not directory.is_dir():
+        return []
+    return sorted(path for path in directory.iterdir() if parse_archive_name(path.name) is not None)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:

@@ -138,6 +138,10 @@ def wait_until_ready(
         except psycopg2.OperationalError as error:
             code = getattr(error, "pgcode", None)
             last_error = first_line(str(error))
+            from semantik_infra.database import CLOSED_DATABASE_MARKER, closed_database_cause
+
+            if CLOSED_DATABASE_MARKER in last_error:
+                raise BackendError(closed_database_cause(url.database or "")) from None
             if code and code not in _STARTING_UP:
                 raise BackendError(f"the server at {url.redacted()} refused the connection: {last_error}") from None
             if _is_permanent_message(last_error):

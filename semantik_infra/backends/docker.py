@@ -148,6 +148,7 @@ class DockerBackend(Backend):
         _ = self.client  # fail early and clearly when there is no engine
         existing = self.container()
         if existing is not None and existing.status == "running" and _health(existing) == "healthy":
+            self._reopen_closed_database(report)
             seconds = self.wait_until_ready(timeout)
             report(f"container {existing.name} already running and healthy: nothing to do", None)
             return StartResult(already_running=True, seconds=seconds)
@@ -164,9 +165,16 @@ class DockerBackend(Backend):
                 raise BackendError(f"docker compose up failed: {_compose_error(result.stderr, self.port)}")
             container = self._wait_healthy(timeout)
             report(f"container {container.name} is healthy", timer.seconds)
+            self._reopen_closed_database(report)
             self.wait_until_ready(max(1.0, timeout - timer.seconds))
         report(f"PostgreSQL accepts connections on 127.0.0.1:{self.port}", timer.seconds)
         return StartResult(already_running=False, seconds=timer.seconds)
+
+    def _reopen_closed_database(self, report: Reporter) -> None:
+        # An interrupted restore's swap can leave the database refusing connections.
+        from semantik_infra.leftovers import reopen_closed_database
+
+        reopen_closed_database(self.settings, report)
 
     def _check_port_free(self) -> None:
         from semantik_infra.backends.native import port_in_use

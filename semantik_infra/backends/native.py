@@ -420,6 +420,9 @@ class NativeBackend(Backend):
             alive=self.is_running,
         )
         self._ensure_database(report)
+        from semantik_infra.leftovers import reopen_closed_database
+
+        reopen_closed_database(self.settings, report)
         return seconds
 
     def _ensure_database(self, report: Reporter) -> None:

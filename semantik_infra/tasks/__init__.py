@@ -11,7 +11,7 @@ from semantik_infra.tasks import backup, env, postgres, setup, snapshot, test
 def build_namespace() -> Collection:
     """The root collection with every task collection."""
     postgres_tasks = Collection.from_module(postgres)
-    for extra in (backup.backup, backup.backups, backup.restore):
+    for extra in (backup.backup, backup.backups, backup.restore, backup.leftovers):
         postgres_tasks.add_task(extra)
     return Collection(
         setup.onboard,

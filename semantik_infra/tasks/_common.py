@@ -4,15 +4,18 @@ imports so `inv --list` stays fast."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke.exceptions import Exit
 
-from semantik_infra.errors import ConfigError, InfraError
+from semantik_infra.errors import ConfigError, InfraError, Terminated
 
 if TYPE_CHECKING:
     from semantik_infra.config import Settings
@@ -21,18 +24,44 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def infra_task(body: F) -> F:
-    """Wrap a task body: InfraError becomes 'error: …' on stderr and its exit code; Ctrl-C exits 130."""
+    """Wrap a task body: InfraError becomes 'error: …' on stderr and its exit code; Ctrl-C exits 130
+    and SIGTERM 143, each with one line ('interrupted' / 'terminated', plus what was left, if said)."""
 
     @functools.wraps(body)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return body(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return body(*args, **kwargs)
         except InfraError as error:
             raise Exit(f"error: {error}", code=error.exit_code) from None
-        except KeyboardInterrupt:
-            raise Exit("interrupted", code=130) from None
+        except KeyboardInterrupt as error:
+            word, code = ("terminated", 143) if isinstance(error, Terminated) else ("interrupted", 130)
+            detail = str(error)
+            raise Exit(f"{word}: {detail}" if detail else word, code=code) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a task runs, SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so every
+    cleanup Ctrl-C runs runs too; a second SIGTERM is ignored so that cleanup can finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = False
+
+    def handler(_signum: int, _frame: object) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def load() -> Settings:

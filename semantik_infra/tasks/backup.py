@@ -1,22 +1,40 @@
 """Backup tasks, part of the `postgres` collection: `postgres.backup`, `postgres.backups` (list,
-verify, prune) and `postgres.restore`."""
+verify, prune), `postgres.restore` and `postgres.leftovers`. No flag has a short form: a slip of
+one letter must not drop a database."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from invoke import Context, task
 from invoke.exceptions import Exit
 
 from semantik_infra.tasks._common import confirm, infra_task, load
 
+if TYPE_CHECKING:
+    from semantik_infra.console import Progress
+
+
+def _reporter(progress: Progress) -> Any:
+    """console.step, clearing the progress line first."""
+    from semantik_infra.console import step
+
+    def report(text: str, seconds: float | None = None, status: str = "ok") -> None:
+        progress.done()
+        step(text, seconds, status)
+
+    return report
+
 
 @task(
+    auto_shortflags=False,
     help={
         "format": "custom (default, one file) or directory (parallel with --jobs; native/external only)",
-        "jobs": "Parallel pg_dump jobs (directory format)",
+        "jobs": "Parallel pg_dump jobs (directory format only)",
         "encrypt": "Encrypt the archive with BACKUP_ENCRYPTION_KEY (default: BACKUP_ENCRYPT)",
         "no_encrypt": "Write a plain archive even when BACKUP_ENCRYPT=true",
         "include_globals": "Also save roles with pg_dumpall --globals-only (docker/native)",
-    }
+    },
 )
 @infra_task
 def backup(
@@ -27,7 +45,7 @@ def backup(
     no_encrypt: bool = False,
     include_globals: bool = False,
 ) -> None:
-    """Back up the database into BACKUP_DIR: atomic, verified, with a manifest."""
+    """Back up the database into BACKUP_DIR: atomic, verified, with an authenticated manifest."""
     from semantik_infra.backends import select_backend
     from semantik_infra.backup import create_backup
     from semantik_infra.console import Progress, format_bytes, format_duration, step
@@ -47,6 +65,7 @@ def backup(
             encrypt=encrypt or (settings.backup.encrypt and not no_encrypt),
             include_globals=include_globals,
             progress=progress.update,
+            report=_reporter(progress),
         )
     finally:
         progress.done()
@@ -57,88 +76,151 @@ def backup(
         f" {manifest.toc_entries} TOC entries{', encrypted' if manifest.encrypted else ''})"
         f" in {format_duration(manifest.duration_s)}, {format_bytes(rate)}/s"
     )
+    if manifest.mac is None:
+        step("the manifest is unauthenticated: set BACKUP_ENCRYPTION_KEY (`inv env.init`) to sign it", status="warn")
     if result.globals_path:
         step(f"saved roles to {result.globals_path}")
 
 
+def _number(flag: str, text: str | None, kind: type) -> Any:
+    """A numeric flag given as text (None when absent, so 0 is never mistaken for 'not given')."""
+    from semantik_infra.errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r} is not a number") from None
+
+
 @task(
+    auto_shortflags=False,
     help={
-        "verify": "Re-check every archive's checksum, decryptability and table of contents",
+        "verify": "Re-check every archive's manifest, checksum, decryptability and table of contents",
         "prune": "Delete old archives (with --keep and/or --keep-days); each database's newest is always kept",
-        "keep": "With --prune: keep this many newest archives of each database",
-        "keep_days": "With --prune: keep archives younger than this many days",
+        "keep": "With --prune: keep this many newest archives of each database (at least 1)",
+        "keep_days": "With --prune: keep archives younger than this many days (more than 0)",
         "dry_run": "With --prune: only print what would be deleted",
-    }
+    },
 )
 @infra_task
 def backups(
-    c: Context, verify: bool = False, prune: bool = False, keep: int = 0, keep_days: float = 0, dry_run: bool = False
+    c: Context,
+    verify: bool = False,
+    prune: bool = False,
+    keep: str | None = None,
+    keep_days: str | None = None,
+    dry_run: bool = False,
 ) -> None:
-    """List backups (date, size, database, encrypted, verified); verify or prune them."""
-    from datetime import UTC, datetime
-
-    from semantik_infra.backends import select_backend
-    from semantik_infra.backup import (
-        delete_backup,
-        describe_entry,
-        encryption_key,
-        list_backups,
-        remove_partial,
-        select_for_pruning,
-        stale_partials,
-        verify_archive,
-    )
+    """List backups (date, size, database, encrypted, verified, authenticated) and temp files; verify or prune."""
     from semantik_infra.console import status_line, step
+    from semantik_infra.errors import ConfigError
+
+    kept, days = _number("--keep", keep, int), _number("--keep-days", keep_days, float)
+    if not prune:
+        given = [flag for flag, value in (("--keep", kept), ("--keep-days", days)) if value is not None]
+        if dry_run:
+            given.append("--dry-run")
+        if given:
+            raise ConfigError(f"{' and '.join(given)} only work with --prune: add --prune, or leave them out")
+    elif verify:
+        raise ConfigError("--verify and --prune are separate runs: verify first, then prune")
+    settings = load()
+    if prune:
+        _prune(settings, kept, days, dry_run)
+        return
+    from semantik_infra.backup import check_without_manifest, manifest_key_source, verify_archive
+    from semantik_infra.catalog import describe_entry, list_backups, list_partials, lone_files
     from semantik_infra.errors import BackupError
 
-    settings = load()
-    entries = list_backups(settings.backup.directory)
-    leftovers = stale_partials(settings.backup.directory)
-    if prune:
-        doomed = select_for_pruning(entries, keep=keep or None, keep_days=keep_days or None, now=datetime.now(UTC))
-        for entry in doomed:
-            if not dry_run:
-                delete_backup(entry)
-            step(f"{'would delete' if dry_run else 'deleted'} {entry.path.name}")
-        for path in leftovers:
-            if not dry_run:
-                remove_partial(path)
-            step(f"{'would remove' if dry_run else 'removed'} {path.name} (left by an interrupted backup)")
-        step(f"{len(entries) - len(doomed)} backups kept" + (" (dry run: nothing deleted)" if dry_run else ""))
-        return
-    if leftovers:
-        step(f"{len(leftovers)} temporary files left by interrupted backups: --prune removes them", status="warn")
+    directory = settings.backup.directory
+    key = manifest_key_source(settings)
+    entries = list_backups(directory, key)
+    for partial in list_partials(directory):
+        step(f"temporary file {partial.describe()}", status="warn" if partial.state == "abandoned" else "info")
+    for lone in lone_files(directory):
+        step(f"{lone.name}: without its archive (left by a backup killed while publishing)", status="warn")
     if not entries:
-        step(f"no backups in {settings.backup.directory}", status="info")
+        step(f"no backups in {directory}", status="info")
         return
-    backend = select_backend(settings) if verify else None
-    key = None
-    if verify and settings.backup.encryption_key:
-        key = encryption_key(settings, True)
-    failures = 0
+    backend = None
+    if verify:
+        from semantik_infra.backends import select_backend
+
+        backend = select_backend(settings)
+    failures = unchecked = 0
     for entry in entries:
         line = describe_entry(entry)
-        if verify:
-            try:
-                verdict = verify_archive(backend, entry, key)  # type: ignore[arg-type]
-                print(status_line("ok", f"{line}  [{verdict}]"))
-            except BackupError as error:
-                failures += 1
-                print(status_line("fail", f"{line}  [{error}]"))
-        else:
+        if not verify:
             print(line)
+            continue
+        try:
+            if entry.has_no_manifest:
+                unchecked += 1
+                print(status_line("warn", f"{line}  [{check_without_manifest(backend, entry, key)}]"))  # type: ignore[arg-type]
+            else:
+                print(status_line("ok", f"{line}  [{verify_archive(backend, entry, key)}]"))  # type: ignore[arg-type]
+        except BackupError as error:
+            failures += 1
+            print(status_line("fail", f"{line}  [{error}]"))
+    if unchecked:
+        step(
+            f"{unchecked} archives have no manifest: their tables of contents read, checksums cannot be checked",
+            status="warn",
+        )
     if failures:
         raise Exit(f"error: {failures} of {len(entries)} backups failed verification", code=1)
 
 
+def _prune(settings: Any, keep: int | None, keep_days: float | None, dry_run: bool) -> None:
+    from datetime import UTC, datetime
+
+    from semantik_infra.backup import manifest_key_source
+    from semantik_infra.catalog import (
+        ABANDONED,
+        ABANDONED_AFTER_SECONDS,
+        delete_backup,
+        discard,
+        list_backups,
+        list_partials,
+        lone_files,
+        select_for_pruning,
+    )
+    from semantik_infra.console import step
+
+    directory = settings.backup.directory
+    entries = list_backups(directory, manifest_key_source(settings))
+    doomed = select_for_pruning(entries, keep=keep, keep_days=keep_days, now=datetime.now(UTC))
+    verb = "would delete" if dry_run else "deleted"
+    for entry in doomed:
+        if not dry_run:
+            delete_backup(entry)
+        step(f"{verb} {entry.path.name}")
+    for partial in list_partials(directory):
+        if partial.state == ABANDONED:
+            if not dry_run:
+                discard(partial.path)
+            step(f"{'would remove' if dry_run else 'removed'} {partial.path.name} (left by an interrupted backup)")
+    # A live backup publishes its archive a moment after its manifest: leave young ones alone.
+    for lone in lone_files(directory, older_than=ABANDONED_AFTER_SECONDS):
+        if not dry_run:
+            lone.unlink(missing_ok=True)
+        step(f"{'would remove' if dry_run else 'removed'} {lone.name} (its archive was never published)")
+    step(f"{len(entries) - len(doomed)} backups kept" + (" (dry run: nothing deleted)" if dry_run else ""))
+
+
 @task(
+    auto_shortflags=False,
     help={
-        "archive": "Archive to restore: a path, or 'latest' for the newest backup of the configured database",
+        "archive": "A path, a name in BACKUP_DIR, or 'latest' (the newest backup of the configured database)",
         "yes": "Do not ask for confirmation",
         "jobs": "Parallel pg_restore jobs (plain archives on native/external)",
         "in_place": "Clean and restore into the live database instead of swapping in a scratch copy",
-        "drop_old": "Drop the previous database after a successful swap",
-        "no_privileges": "Skip GRANTs (when the archive grants to roles this server does not have)",
+        "drop_old": "Drop the previous database after a successful swap (not with an archive that has no manifest)",
+        "no_privileges": "Skip GRANTs and per-role settings (when the archive names roles this server lacks)",
+        "into_current": "Restore a backup of another database into the configured one",
+        "server_locale": "Create the database with the server's default locale instead of the archive's",
     },
 )
 @infra_task
@@ -150,30 +232,96 @@ def restore(
     in_place: bool = False,
     drop_old: bool = False,
     no_privileges: bool = False,
+    into_current: bool = False,
+    server_locale: bool = False,
 ) -> None:
     """Verify a backup, restore it into a scratch database, then swap it in (the old one is kept)."""
     from semantik_infra.backends import select_backend
-    from semantik_infra.console import format_duration, step
-    from semantik_infra.restore import describe_tables, resolve_archive, restore_backup
+    from semantik_infra.backup import check_jobs
+    from semantik_infra.catalog import entry_size
+    from semantik_infra.console import Progress, format_duration, step
+    from semantik_infra.restore import check_restorable, describe_tables, resolve_archive, restore_backup
 
+    check_jobs(jobs)
     settings = load()
-    backend = select_backend(settings)
+    live = settings.database.database or "postgres"
     entry = resolve_archive(settings, archive)
-    live = settings.database.database
+    check_restorable(entry, live, into_current=into_current, drop_old=drop_old)
+    backend = select_backend(settings)
     if in_place:
-        confirm(f"clean database {live} and restore {entry.path.name} into it (no copy is kept)", yes=yes)
+        action = f"clean database {live} and restore {entry.path.name} into it (no copy is kept)"
     else:
-        keep = "drop the current one" if drop_old else f"keep the current one as {live}_before_restore_<time>"
-        confirm(f"replace database {live} with {entry.path.name} and {keep}", yes=yes)
-    result = restore_backup(
-        settings,
-        backend,
-        entry,
-        jobs=jobs,
-        in_place=in_place,
-        drop_old=drop_old,
-        privileges=not no_privileges,
-        report=step,
-    )
+        kept = "drop the current one" if drop_old else f"keep the current one as {live}_before_restore_<time>"
+        action = f"replace database {live} with {entry.path.name} and {kept}"
+    if entry.has_no_manifest:
+        warning = f"{entry.path.name} has no manifest: its checksum cannot be checked"
+        if yes:
+            step(warning, status="warn")
+        action = f"{action}, although {warning}"
+    confirm(action, yes=yes)
+    progress = Progress("restoring", total=entry_size(entry) if entry.path.is_file() else None)
+    try:
+        result = restore_backup(
+            settings,
+            backend,
+            entry,
+            jobs=jobs,
+            in_place=in_place,
+            drop_old=drop_old,
+            privileges=not no_privileges,
+            into_current=into_current,
+            server_locale=server_locale,
+            report=_reporter(progress),
+            progress=progress.update,
+        )
+    finally:
+        progress.done()
     print("\n".join(describe_tables(result.tables)))
     step(f"restored {len(result.tables)} tables into {result.database} in {format_duration(result.seconds)}")
+
+
+@task(
+    auto_shortflags=False,
+    help={
+        "drop": "Drop the listed databases (asks first unless --yes); a running restore's is never dropped",
+        "dry_run": "With --drop: only print what would be dropped",
+        "yes": "Do not ask for confirmation",
+    },
+)
+@infra_task
+def leftovers(c: Context, drop: bool = False, dry_run: bool = False, yes: bool = False) -> None:
+    """List (and with --drop remove) the scratch and kept databases restores left behind, with sizes."""
+    from semantik_infra.backends import select_backend
+    from semantik_infra.console import step
+    from semantik_infra.errors import ConfigError
+    from semantik_infra.leftovers import (
+        SCRATCH,
+        cancel_orphans,
+        drop_leftover_databases,
+        find_leftover_databases,
+        summarize,
+    )
+
+    if dry_run and not drop:
+        raise ConfigError("--dry-run only works with --drop")
+    settings = load()
+    live = settings.database.database or "postgres"
+    cancel_orphans(settings, select_backend(settings), step)
+    found = find_leftover_databases(settings)
+    if not found:
+        step(f"no leftover databases of {live}", status="info")
+        return
+    for leftover in found:
+        print(leftover.describe())
+    step(f"total: {summarize(found)}", status="info")
+    if not drop:
+        step("`inv postgres.leftovers --drop` removes them", status="info")
+        return
+    doomed = [leftover for leftover in found if not (leftover.kind == SCRATCH and leftover.in_use)]
+    if dry_run:
+        for leftover in doomed:
+            step(f"would drop {leftover.name}")
+        return
+    if doomed:
+        confirm(f"drop {', '.join(leftover.name for leftover in doomed)}", yes=yes)
+    drop_leftover_databases(settings, found, step)

@@ -45,10 +45,11 @@ def up(c: Context, timeout: float = 60.0) -> None:
 
 
 @task(
+    auto_shortflags=False,
     help={
         "volumes": "Docker only: also delete the data volume (asks first unless --yes)",
         "yes": "Do not ask for confirmation",
-    }
+    },
 )
 @infra_task
 def down(c: Context, volumes: bool = False, yes: bool = False) -> None:
@@ -65,8 +66,13 @@ def down(c: Context, volumes: bool = False, yes: bool = False) -> None:
 @task
 @infra_task
 def status(c: Context) -> None:
-    """Show whether PostgreSQL runs, with pid/container, port, version, data location and uptime."""
-    report = _backend().status()
+    """Show whether PostgreSQL runs, with pid/container, port, version, data location, uptime and leftovers."""
+    from semantik_infra.leftovers import leftovers_fact
+
+    backend = _backend()
+    report = backend.status()
+    if report.running:
+        report = leftovers_fact(backend.settings, report)
     print("\n".join(report.lines()))
     if not report.running:
         raise Exit(code=3)
@@ -97,12 +103,18 @@ def shell(c: Context, command: str = "", database: str = "") -> None:
     from semantik_infra.proc import run_interactive
 
     args = ["-v", "ON_ERROR_STOP=1", "-c", command] if command else []
-    code = run_interactive(_backend().client_command("psql", args, database=database or None, interactive=True))
+    backend = _backend()
+    code = run_interactive(backend.client_command("psql", args, database=database or None, interactive=True))
+    if code == 2 and not database:
+        # psql could not connect: if an interrupted restore closed the database, say how to reopen it.
+        from semantik_infra.leftovers import closed_database_error
+
+        closed_database_error(backend.settings)
     if code != 0:
         raise Exit(code=code)
 
 
-@task(help={"yes": "Do not ask for confirmation"})
+@task(auto_shortflags=False, help={"yes": "Do not ask for confirmation"})
 @infra_task
 def reset(c: Context, yes: bool = False) -> None:
     """Stop PostgreSQL and delete all its data (asks first unless --yes)."""

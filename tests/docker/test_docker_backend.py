@@ -8,7 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from semantik_infra.backup import manifest_path
+from semantik_infra.manifest import manifest_path
+from tests.conftest import archive_files
 from tests.docker.conftest import COMPOSE_FILE, DockerProject
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -144,7 +145,7 @@ def test_backup_restore_and_connection_test_on_docker(docker_project: DockerProj
         )
     )
     backup = _ok(p.run("postgres.backup", "--include-globals"), "backed up semantik", "saved roles")
-    [archive] = (p.project_dir / "backups").glob("*.dump")
+    [archive] = archive_files(p.project_dir / "backups")
     manifest = json.loads(manifest_path(archive).read_text())
     assert manifest["backend"] == "docker" and manifest["tables"]["public.t"] == 500
     _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))

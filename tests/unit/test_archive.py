@@ -49,7 +49,7 @@ def test_round_trip_and_digest_of_the_file(compression: Compression, key: bytes 
     assert writer.sha256 == file_sha256(target)
     if compression.method == ZSTD:
         assert writer.size < len(payload)
-    reader = ArchiveReader(io.BytesIO(data), compression=compression, key=key)
+    reader = ArchiveReader(io.BytesIO(data), key=key)
     out = bytearray()
     while block := reader.read(1 << 16):
         out += block
@@ -61,7 +61,7 @@ def test_round_trip_and_digest_of_the_file(compression: Compression, key: bytes 
 def test_reader_finish_hashes_the_rest_when_a_consumer_stops_early():
     payload = os.urandom(3_000_000)
     data, writer = _write(payload, Compression(ZSTD, 1), None)
-    reader = ArchiveReader(io.BytesIO(data), compression=Compression(ZSTD, 1))
+    reader = ArchiveReader(io.BytesIO(data))
     reader.read(1000)  # e.g. pg_restore --list reads only the table of contents
     reader.finish()
     assert reader.sha256 == writer.sha256
@@ -72,7 +72,7 @@ def test_a_flipped_byte_in_zstd_data_is_caught(key: bytes | None):
     payload = b"abc" * 500_000
     data = bytearray(_write(payload, Compression(ZSTD, 3), key)[0])
     data[len(data) // 2] ^= 0x40
-    reader = ArchiveReader(io.BytesIO(bytes(data)), compression=Compression(ZSTD, 3), key=key)
+    reader = ArchiveReader(io.BytesIO(bytes(data)), key=key)
     with pytest.raises(BackupError):
         while reader.read(1 << 16):
             pass
@@ -82,7 +82,7 @@ def test_a_flipped_byte_in_zstd_data_is_caught(key: bytes | None):
 @given(payload=st.binary(max_size=5000), chunk=st.integers(min_value=1, max_value=4096))
 def test_small_payloads_round_trip_through_every_stage(payload: bytes, chunk: int):
     data, _ = _write(payload, Compression(ZSTD, 3), KEY)
-    reader = ArchiveReader(io.BytesIO(data), compression=Compression(ZSTD, 3), key=KEY)
+    reader = ArchiveReader(io.BytesIO(data), key=KEY)
     out = bytearray()
     while block := reader.read(chunk):
         out += block

@@ -1,71 +1,17 @@
-"""Pure parts of backups: archive names, manifests, TOC parsing, retention selection."""
+"""Pure parts of backups: TOC counting, pg_dump options and versions, no-clobber publishing."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from semantik_infra.backup import (
-    BackupEntry,
-    BackupManifest,
-    archive_name,
-    check_pg_dump_version,
-    count_toc_entries,
-    parse_archive_name,
-    pg_dump_argv,
-    select_for_pruning,
-    toc_tables,
-)
-from semantik_infra.errors import BackupError, ConfigError
+from semantik_infra.backup import check_pg_dump_version, count_toc_entries, pg_dump_argv
+from semantik_infra.catalog import archive_name
+from semantik_infra.errors import BackupError
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-def manifest(**changes) -> BackupManifest:
-    base = dict(
-        archive="db-x.dump",
-        database="db",
-        format="custom",
-        sha256="a" * 64,
-        size=1,
-        compression=6,
-        encrypted=False,
-        key_fingerprint=None,
-        server_version="15.4",
-        pg_dump_version="15.4",
-        created=NOW.isoformat(),
-        duration_s=1.0,
-        toc_entries=3,
-        tables={"public.t": 5},
-        backend="native",
-    )
-    return BackupManifest(**{**base, **changes})
-
-
-def test_archive_names_sort_and_parse_back():
-    first = archive_name("semantik", NOW)
-    second = archive_name("semantik", NOW + timedelta(microseconds=1))
-    assert first == "semantik-20261125T120000000000Z.dump" and first < second
-    assert parse_archive_name(first) == ("semantik", NOW)
-    assert parse_archive_name("my-db-20261125T120000000000Z.dumpdir") == ("my-db", NOW)
-    assert parse_archive_name("notes.txt") is None
-    with pytest.raises(ConfigError):
-        archive_name("../etc", NOW)
-
-
-def test_manifest_round_trip_and_validation():
-    original = manifest()
-    assert BackupManifest.from_json(original.to_json()) == original
-    with pytest.raises(BackupError, match="not valid JSON"):
-        BackupManifest.from_json("{", source="m.json")
-    with pytest.raises(BackupError, match=r"m\.json: missing backend, compression"):
-        BackupManifest.from_json('{"archive": "x", "format": "custom"}', source="m.json")
-    with pytest.raises(BackupError, match="sha256 is not a hex digest"):
-        BackupManifest.from_json(manifest(sha256="nope").to_json())
-    with pytest.raises(BackupError, match="unknown format"):
-        BackupManifest.from_json(manifest(format="tar").to_json())
 
 
 LISTING = """\
@@ -80,47 +26,8 @@ LISTING = """\
 """
 
 
-def test_toc_parsing():
+def test_toc_entries_are_counted_without_comments():
     assert count_toc_entries(LISTING) == 4
-    assert toc_tables(LISTING) == ["public.docs", 'public."odd']
-
-
-def entry(days_old: float, database: str = "db", with_manifest: bool = True) -> BackupEntry:
-    created = NOW - timedelta(days=days_old)
-    return BackupEntry(Path(archive_name(database, created)), database, created, manifest() if with_manifest else None)
-
-
-def created(chosen: list[BackupEntry]) -> list[datetime]:
-    return sorted(e.created for e in chosen)
-
-
-def test_prune_by_count_and_age_never_the_newest():
-    entries = [entry(d) for d in (10, 5, 3, 1, 0.5)]
-    assert created(select_for_pruning(entries, keep=2, keep_days=None, now=NOW)) == created(entries[:3])
-    assert created(select_for_pruning(entries, keep=None, keep_days=4, now=NOW)) == created(entries[:2])
-    # Both given: kept if either rule keeps it.
-    assert created(select_for_pruning(entries, keep=1, keep_days=4, now=NOW)) == created(entries[:2])
-    old = [entry(100), entry(50)]
-    assert select_for_pruning(old, keep=None, keep_days=1, now=NOW) == [old[0]]  # the newest survives anyway
-    with pytest.raises(ConfigError, match="--keep"):
-        select_for_pruning(entries, keep=None, keep_days=None, now=NOW)
-    with pytest.raises(ConfigError, match="at least 1"):
-        select_for_pruning(entries, keep=0, keep_days=None, now=NOW)
-    with pytest.raises(ConfigError, match="negative"):
-        select_for_pruning(entries, keep=None, keep_days=-1, now=NOW)
-
-
-def test_prune_counts_each_database_separately():
-    ours = [entry(3), entry(1)]
-    other = [entry(9, "other"), entry(8, "other"), entry(7, "other")]
-    chosen = select_for_pruning(ours + other, keep=1, keep_days=None, now=NOW)
-    assert created(chosen) == created([ours[0], *other[:2]])  # each database keeps its newest
-
-
-def test_prune_keeps_the_newest_backup_that_has_a_manifest():
-    good, damaged = entry(5), entry(1, with_manifest=False)
-    older = entry(9)
-    assert select_for_pruning([older, good, damaged], keep=1, keep_days=None, now=NOW) == [older]
 
 
 def test_pg_dump_argv_and_versions():
@@ -154,32 +61,3 @@ def test_publishing_never_replaces_an_archive(tmp_path: Path):
     with pytest.raises(BackupError, match="refusing to overwrite"):
         publish_archive(temp_dir, final_dir)
     assert (final_dir / "toc.dat").read_bytes() == b"toc"
-
-
-def test_partial_names_carry_the_writer_pid():
-    from semantik_infra.backup import partial_writer_pid
-
-    final = archive_name("my-db", NOW)
-    assert partial_writer_pid(f".{final}.4242.k3j_x9az.partial") == 4242
-    assert partial_writer_pid(f".{archive_name('db', NOW, 'directory')}.77.partial") == 77
-    assert partial_writer_pid(final) is None
-    assert partial_writer_pid(".env.partial") is None
-
-
-def test_only_old_partials_of_dead_writers_are_stale(tmp_path: Path):
-    import os
-    import subprocess
-
-    from semantik_infra.backup import STALE_PARTIAL_SECONDS, stale_partials
-
-    gone = subprocess.Popen(["true"])
-    gone.wait()  # a pid that no longer runs
-    final = archive_name("db", NOW)
-    dead = tmp_path / f".{final}.{gone.pid}.abcd1234.partial"
-    alive = tmp_path / f".{final}.{os.getpid()}.abcd1234.partial"
-    for path in (dead, alive):
-        path.write_bytes(b"x")
-    (tmp_path / final).write_bytes(b"archive")
-    now = dead.stat().st_mtime
-    assert stale_partials(tmp_path, now=now) == []  # a writer may just have died: wait an hour
-    assert stale_partials(tmp_path, now=now + STALE_PARTIAL_SECONDS) == [dead]

@@ -55,3 +55,8 @@ def test_latency_summary():
     samples = [float(i) for i in range(1, 101)]
     assert latency_summary(samples) == {"p50": 50.5, "p95": 95.0, "max": 100.0}
     assert latency_summary([3.0]) == {"p50": 3.0, "p95": 3.0, "max": 3.0}
+
+
+def test_a_database_closed_by_an_interrupted_swap_says_how_to_reopen_it():
+    kind = classify(_driver_error('FATAL:  database "semantik" is not currently accepting connections'))
+    assert kind.retry == PERMANENT and "ALLOW_CONNECTIONS" in kind.cause and "inv postgres.up" in kind.cause
