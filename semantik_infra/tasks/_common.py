@@ -52,13 +52,54 @@ def _number(kind: type, text: str, flag: str) -> int | float:
     return number
 
 
+class _OptionalPositional(Argument):
+    """A positional argument that may be left out (the task then gets None). Invoke only has required
+    positionals: its parser takes the next bare word for one whose value is None, and fails when the
+    task's words end with it still None (in `complete_context`). Only that final check is told a
+    value is there."""
+
+    @property
+    def value(self) -> Any:
+        value = super().value
+        if value is None and _called_from("complete_context"):
+            return ""
+        return value
+
+    @value.setter
+    def value(self, arg: Any) -> None:
+        self.set_value(arg, cast=True)
+
+
+def _called_from(name: str, depth: int = 6) -> bool:
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class InfraTask(Task):
-    """An Invoke task whose int/float flags are checked (see _CheckedArgument)."""
+    """An Invoke task whose int/float flags are checked (see _CheckedArgument), and whose positional
+    arguments with a None default may be left out (`inv postgres.drill [ARCHIVE]`)."""
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        """The task's arguments, numeric ones replaced by checked ones."""
-        arguments = super().get_arguments(ignore_unknown_help)
-        return [_checked(argument) if argument.kind in (int, float) else argument for argument in arguments]
+        """The task's arguments, numeric ones replaced by checked ones, optional positionals by ours."""
+        import inspect
+
+        defaults = {name: p.default for name, p in inspect.signature(self.body).parameters.items()}
+        arguments = []
+        for argument in super().get_arguments(ignore_unknown_help):
+            if argument.positional and defaults.get(argument.name, inspect.Parameter.empty) is None:
+                argument = _OptionalPositional(
+                    names=argument.names, kind=str, default=None, help=argument.help, positional=True
+                )
+            elif argument.kind in (int, float):
+                argument = _checked(argument)
+            arguments.append(argument)
+        return arguments
 
 
 def _checked(argument: Argument) -> Argument:

@@ -353,3 +353,56 @@ def leftovers(c: Context, drop: bool = False, dry_run: bool = False, yes: bool =
     if doomed:
         confirm(f"drop {', '.join(leftover.name for leftover in doomed)}", yes=yes)
     drop_leftover_databases(settings, found, step)
+
+
+@task(
+    positional=["archive"],
+    help={
+        "archive": "The backup to drill: latest (default), a path, or a name in BACKUP_DIR",
+        "all": "Drill every backup of the configured database, newest first, and summarise",
+    },
+)
+@infra_task
+def drill(c: Context, archive: str | None = None, all: bool = False) -> None:
+    """Prove a backup restores: restore it into a throwaway database and compare every table's rows."""
+    from semantik_infra.backends import select_backend
+    from semantik_infra.catalog import list_backups
+    from semantik_infra.console import step
+    from semantik_infra.drill import drill_backup
+    from semantik_infra.errors import BackupError, ConfigError
+    from semantik_infra.restore import resolve_archive
+
+    settings = load()
+    live = settings.database.database or "postgres"
+    if all and archive:
+        raise ConfigError("--all drills every backup: pass it without an archive")
+    if all:
+        entries = [entry for entry in list_backups(settings.backup.directory) if entry.database == live][::-1]
+        if not entries:
+            raise BackupError(f"no backups of {live} in {settings.backup.directory}: run `inv postgres.backup` first")
+    else:
+        entries = [resolve_archive(settings, archive or "latest")]
+    backend = select_backend(settings)
+    failed = 0
+    for entry in entries:
+        try:
+            record = drill_backup(settings, backend, entry, report=step)
+        except BackupError as error:
+            if not all:
+                raise
+            failed += 1
+            step(f"{entry.path.name}: {error}", status="fail")
+            continue
+        if record.ok:
+            step(
+                f"proven: {entry.path.name} restores {record.tables} tables, {record.rows} rows, exactly as archived",
+                record.seconds,
+            )
+        else:
+            failed += 1
+            for problem in record.problems:
+                step(f"{entry.path.name}: {problem}", status="fail")
+    if all:
+        step(f"{len(entries) - failed} of {len(entries)} backups proven", status="fail" if failed else "ok")
+    if failed:
+        raise Exit(code=1)

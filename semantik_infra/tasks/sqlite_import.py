@@ -7,57 +7,13 @@ import sys
 import time
 from typing import Any
 
-from invoke import Context, Task, task
-from invoke.parser import Argument
+from invoke import Context
 
 from semantik_infra.console import Progress, format_duration
-from semantik_infra.tasks._common import confirm, infra_task, load
-
-
-class _OptionalPositional(Argument):
-    """A positional argument that may be left out. Invoke only has required positionals: its parser
-    takes the next bare word for one whose value is None, and fails when the task's words end with
-    it still None (in `complete_context`). Only that final check is told a value is there."""
-
-    @property
-    def value(self) -> Any:
-        value = super().value
-        if value is None and _called_from("complete_context"):
-            return ""
-        return value
-
-    @value.setter
-    def value(self, arg: Any) -> None:
-        self.set_value(arg, cast=True)
-
-
-def _called_from(name: str, depth: int = 6) -> bool:
-    frame = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return False
-        if frame.f_code.co_name == name:
-            return True
-        frame = frame.f_back
-    return False
-
-
-class _PathTask(Task):
-    """A task whose `path` argument is an optional positional."""
-
-    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
-        arguments = super().get_arguments(ignore_unknown_help=ignore_unknown_help)
-        for index, argument in enumerate(arguments):
-            if argument.name == "path":
-                optional = _OptionalPositional(
-                    names=argument.names, kind=str, default=None, help=argument.help, positional=True
-                )
-                arguments[index] = optional
-        return arguments
+from semantik_infra.tasks._common import confirm, infra_task, load, task
 
 
 @task(
-    klass=_PathTask,
     positional=["path"],
     iterable=["type_map"],
     auto_shortflags=False,
