@@ -229,7 +229,7 @@ def entry_size(entry: BackupEntry) -> int:
     return entry.path.stat().st_size if entry.path.exists() else 0
 
 
-LISTING_HEADER = ("created (UTC)", "size", "database", "encryption", "state", "file")
+LISTING_HEADER = ("created (UTC)", "size", "database", "encryption", "state", "proven", "file")
 
 
 def entry_columns(entry: BackupEntry) -> tuple[str, ...]:
@@ -244,7 +244,13 @@ def entry_columns(entry: BackupEntry) -> tuple[str, ...]:
         state = f"{verified}, {describe_authenticity(entry.authenticity)}"
     else:
         state = entry.manifest_error or "no manifest: checksum cannot be checked"
-    return (when, format_bytes(entry_size(entry)), entry.database, encrypted, state, entry.path.name)
+    from semantik_infra.drill import read_record
+
+    drilled = read_record(entry.path)
+    proven = "never" if drilled is None else drilled.drilled[:19].replace("T", " ")
+    if drilled is not None and not drilled.ok:
+        proven = f"FAILED {proven}"
+    return (when, format_bytes(entry_size(entry)), entry.database, encrypted, state, proven, entry.path.name)
 
 
 def describe_entry(entry: BackupEntry) -> str:
@@ -253,8 +259,10 @@ def describe_entry(entry: BackupEntry) -> str:
 
 
 def delete_backup(entry: BackupEntry) -> None:
-    """Remove an archive with its manifest and globals file."""
+    """Remove an archive with its manifest, globals file and drill record."""
     import shutil
+
+    from semantik_infra.drill import drill_path
 
     if entry.path.is_dir():
         shutil.rmtree(entry.path)
@@ -262,6 +270,7 @@ def delete_backup(entry: BackupEntry) -> None:
         entry.path.unlink(missing_ok=True)
     manifest_path(entry.path).unlink(missing_ok=True)
     globals_path(entry.path).unlink(missing_ok=True)
+    drill_path(entry.path).unlink(missing_ok=True)
 
 
 # --- the backups directory ----------------------------------------------------------------------

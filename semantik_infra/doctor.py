@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from semantik_infra.catalog import BackupEntry
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-STALE_BACKUP_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -476,14 +475,20 @@ def check_backups(report: DoctorReport, settings: Settings) -> None:
         report.add("backups", WARN, f"no backups of {database} in {directory} yet", "run `inv postgres.backup`")
         return
     newest = entries[-1]
+    from datetime import UTC, datetime
+
+    from semantik_infra.drill import read_record, staleness
+
     age_days = (time.time() - newest.created.timestamp()) / 86400
-    stale = age_days > STALE_BACKUP_DAYS
-    report.add(
-        "backups",
-        WARN if stale else OK,
-        f"newest backup {newest.path.name} is {age_days:.1f} days old",
-        "run `inv postgres.backup`" if stale else "",
-    )
+    drilled = read_record(newest.path)
+    warnings = staleness(newest.created, drilled, now=datetime.now(UTC), max_age_days=settings.backup.max_age_days)
+    proven = f", proven by a drill {drilled.drilled[:19]}" if drilled and drilled.ok else ""
+    if warnings:
+        for warning in warnings:
+            hint = "run `inv postgres.backup`" if "days old" in warning else "run `inv postgres.drill latest`"
+            report.add("backups", WARN, f"{newest.path.name}: {warning}", hint)
+    else:
+        report.add("backups", OK, f"newest backup {newest.path.name} is {age_days:.1f} days old{proven}")
     _check_newest_verifies(report, settings, newest, key)
 
 

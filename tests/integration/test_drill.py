@@ -100,3 +100,18 @@ def test_an_interrupted_drill_drops_its_throwaway_database(big_project, how: sig
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
     listing = run_task("postgres.leftovers", environ=env, cwd=project_dir)
     assert "_restore_" not in listing.stdout, listing.stdout
+
+
+def test_listing_and_doctor_say_whether_the_newest_backup_was_proven(db: DbProject):
+    assert db.run("postgres.backup").returncode == 0
+    doctor = json.loads(db.run("doctor", "--json").stdout)
+    warnings = [f["summary"] for f in doctor["findings"] if f["area"] == "backups" and f["status"] == "warn"]
+    assert any("never drilled" in summary for summary in warnings), warnings
+    assert db.run("postgres.backups").stdout.splitlines()[1].split()[-2] == "never"
+    assert db.run("postgres.drill").returncode == 0
+    row = db.run("postgres.backups").stdout.splitlines()[1]
+    assert "never" not in row and "FAILED" not in row
+    doctor = json.loads(db.run("doctor", "--json").stdout)
+    assert not [f for f in doctor["findings"] if "drill" in f["summary"] and f["status"] != "ok"]
+    stale = json.loads(db.run("doctor", "--json", BACKUP_MAX_AGE_DAYS="0").stdout)
+    assert any("days old" in f["summary"] and f["status"] == "warn" for f in stale["findings"])

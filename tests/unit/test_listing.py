@@ -24,7 +24,7 @@ def test_backups_listing_has_aligned_columns_a_header_and_a_total(project_dir):
     result = run_task("postgres.backups", environ=_project_with_backups(project_dir), cwd=project_dir)
     assert result.returncode == 0, result.stderr
     header, *rows, total = result.stdout.strip().splitlines()
-    assert header.split() == ["created", "(UTC)", "size", "database", "encryption", "state", "file"]
+    assert header.split() == ["created", "(UTC)", "size", "database", "encryption", "state", "proven", "file"]
     assert len(rows) == 3
     file_column = {row.rindex(" ") + 1 for row in rows}
     assert len(file_column) == 1 and header.rindex(" ") + 1 in file_column  # "file" heads the file names
