@@ -14,7 +14,7 @@ import errno
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,6 +302,7 @@ def create_backup(
     jobs: int = 1,
     encrypt: bool = False,
     include_globals: bool = False,
+    dump_options: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
     report: Callable[..., None] = lambda *_a, **_k: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -346,7 +347,7 @@ def create_backup(
         # Verified under its temporary name: only an archive pg_restore can read gets a final name.
         if fmt == CUSTOM:
             temp = temp_path(final)
-            sha256, size, listing = _dump_custom(backend, temp, compression, key, progress, tag.text)
+            sha256, size, listing = _dump_custom(backend, temp, compression, key, progress, tag.text, dump_options)
         else:
             temp = final.with_name(f".{final.name}.{os.getpid()}{PARTIAL_SUFFIX}")
             sha256, size = _dump_directory(backend, temp, compression, jobs, tag.text)
@@ -490,11 +491,13 @@ def _dump_custom(
     key: bytes | None,
     progress: Callable[[int], None] | None,
     tag: str,
+    dump_options: Sequence[str] = (),
 ) -> tuple[str, int, str]:
     """pg_dump -Fc streamed through the archive pipeline (zstd, encryption, hashing) into the fsynced
     temp file, while `pg_restore --list` reads the table of contents from the same stream, so the
     archive is never read back; (sha256 on disk, size, TOC listing)."""
-    command = backend.client_command("pg_dump", pg_dump_argv(CUSTOM, compression.pg_dump_level, 1, tag=tag))
+    argv = [*pg_dump_argv(CUSTOM, compression.pg_dump_level, 1, tag=tag), *dump_options]
+    command = backend.client_command("pg_dump", argv)
     with temp.open("wb") as raw, proc.Feeder(backend.client_command("pg_restore", ["--list"])) as toc:
         writer = ArchiveWriter(raw, compression=compression, key=key)
         status, errors = proc.stream_to(command, _Tee(toc, writer), progress=progress)

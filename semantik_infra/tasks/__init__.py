@@ -17,6 +17,7 @@ def build_namespace() -> Collection:
         backup.restore,
         backup.leftovers,
         backup.drill,
+        backup.pull,
         sqlite_import.import_sqlite,
     )
     for extra in extras:

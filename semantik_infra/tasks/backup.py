@@ -301,7 +301,8 @@ def restore(
         )
     finally:
         progress.done()
-    tables = f" ({len(result.tables)} tables)" if result.tables else ""
+    count = len(result.tables)
+    tables = f" ({count} table{'s' if count != 1 else ''})" if count else ""
     step(
         f"restored {result.archive.name} into {result.database}{tables} in {format_duration(result.seconds)}"
         " (`inv postgres.drill` proves every table's rows)"
@@ -406,3 +407,52 @@ def drill(c: Context, archive: str | None = None, all: bool = False) -> None:
         step(f"{len(entries) - failed} of {len(entries)} backups proven", status="fail" if failed else "ok")
     if failed:
         raise Exit(code=1)
+
+
+@task(
+    positional=["source"],
+    iterable=["exclude_table_data"],
+    auto_shortflags=False,
+    help={
+        "source": "The database to copy: a postgresql:// URL or an env file describing one (e.g. .env.staging)",
+        "yes": "Do not ask for confirmation",
+        "schema_only": "Copy the schema only, no rows",
+        "exclude_table_data": "Leave out the rows of tables matching PATTERN (repeatable; e.g. big logs or embeddings)",
+        "keep_archive": "Also keep what was pulled as a normal verified backup in BACKUP_DIR",
+    },
+)
+@infra_task
+def pull(
+    c: Context,
+    source: str,
+    yes: bool = False,
+    schema_only: bool = False,
+    exclude_table_data: list[str] | None = None,
+    keep_archive: bool = False,
+) -> None:
+    """Replace the database with a copy of another one (read only there), through a verified swap."""
+    from semantik_infra.backends import select_backend
+    from semantik_infra.console import Progress, format_duration, step
+    from semantik_infra.pull import pull_database, source_url
+
+    settings = load()
+    backend = select_backend(settings)
+    backend.require_running()
+    live = settings.database.database or "postgres"
+    _, shown = source_url(source, settings.project_dir)
+    confirm(f"replace database {live} with a copy of {shown} (the current one is kept)", yes=yes)
+    progress = Progress("pulling")
+    try:
+        result = pull_database(
+            settings,
+            backend,
+            source,
+            schema_only=schema_only,
+            exclude_table_data=exclude_table_data or (),
+            keep_archive=keep_archive,
+            report=_reporter(progress),
+            progress=progress.update,
+        )
+    finally:
+        progress.done()
+    step(f"{live} is now a copy of {shown} (pulled in {format_duration(result.seconds)})")

@@ -149,7 +149,8 @@ def test_backup_restore_and_connection_test_on_docker(docker_project: DockerProj
     manifest = json.loads(manifest_path(archive).read_text())
     assert manifest["backend"] == "docker" and manifest["tables"]["public.t"] == 500
     _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))
-    restore = _ok(p.run("postgres.restore", "latest", "--yes"), "public.t: 500 rows")
+    restore = _ok(p.run("postgres.restore", "latest", "--yes"), "(1 table)", "checksum ok")
+    _ok(p.run("postgres.drill"), "exactly as archived", "500 rows")
     _ok(p.run("postgres.shell", "-c", "SELECT count(*) FROM t"), "500")
     connection = _ok(p.run("test.connection"), "all checks passed", "backend docker")
     for output in (backup, restore, connection):
