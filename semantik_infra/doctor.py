@@ -602,6 +602,11 @@ def check_server_leftovers(report: DoctorReport, settings: Settings) -> None:
             f" {len(leftovers) - scratch} kept by restores",
             "`inv postgres.leftovers` lists them; `inv postgres.leftovers --drop` removes them",
         )
+    from semantik_infra.snapshot import snapshots_fact
+
+    snapshots = snapshots_fact(settings)
+    if snapshots:
+        report.add("database", OK, snapshots)
     if orphans:
         tools = ", ".join(sorted({f"{tag.tool} (task pid {tag.pid})" for tag in orphans}))
         report.add(

@@ -148,6 +148,21 @@ def list_snapshots(settings: Settings) -> list[Snapshot]:
     return sorted(found, key=lambda snap: (snap.created is None, snap.created or datetime.min.replace(tzinfo=UTC)))
 
 
+def snapshots_fact(settings: Settings) -> str | None:
+    """'N snapshots, X in all' for status and doctor, or None when there are none (or the server
+    cannot be asked)."""
+    from semantik_infra.console import format_bytes
+
+    try:
+        snapshots = list_snapshots(settings)
+    except BackupError:
+        return None
+    if not snapshots:
+        return None
+    total = format_bytes(sum(snap.size for snap in snapshots))
+    return f"{len(snapshots)} snapshot{'s' if len(snapshots) != 1 else ''}, {total} in all (`inv snapshot.list`)"
+
+
 def find_snapshot(settings: Settings, name: str) -> Snapshot:
     """The snapshot called `name`, or a BackupError listing the ones there are."""
     validate_name(name)

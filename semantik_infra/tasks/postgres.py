@@ -85,7 +85,14 @@ def status(c: Context) -> None:
     backend = _backend()
     report = backend.status()
     if report.running:
+        from dataclasses import replace
+
+        from semantik_infra.snapshot import snapshots_fact
+
         report = leftovers_fact(backend.settings, report)
+        snapshots = snapshots_fact(backend.settings)
+        if snapshots:
+            report = replace(report, facts={**report.facts, "snapshots": snapshots})
     print("\n".join(report.lines()))
     for warning in report.warnings:
         print(status_line("warn", warning))

@@ -56,7 +56,12 @@ class Project:
 def project(pg_cluster: RunningCluster) -> Iterator[Project]:
     database = f"s_{secrets.token_hex(4)}"
     project_dir = make_project_dir()
-    environ = {**pg_cluster.environ, "SEMANTIK_PROJECT_DIR": str(project_dir), "POSTGRES_DB": database}
+    environ = {
+        **pg_cluster.environ,
+        "SEMANTIK_PROJECT_DIR": str(project_dir),
+        "POSTGRES_DB": database,
+        "POSTGRES_DATA_DIR": str(pg_cluster.settings.data_dir),
+    }
     project = Project(pg_cluster, project_dir, database, environ)
     project.sql(f'CREATE DATABASE "{database}"', database="postgres")
     project.sql("CREATE TABLE notes (id serial PRIMARY KEY, title text); INSERT INTO notes (title) VALUES ('a'), ('b')")
@@ -92,6 +97,8 @@ def test_list_shows_name_size_source_and_total(project: Project):
     assert [line.split()[0] for line in lines[1:3]] == ["one", "two"]
     assert all(project.database in line for line in lines[1:3])
     assert lines[-1].startswith("2 snapshots,") and "in all" in lines[-1]
+    assert "snapshots: 2 snapshots," in project.run("postgres.status").stdout
+    assert "2 snapshots," in project.run("doctor").stdout
 
 
 def test_keep_current_keeps_the_replaced_database(project: Project):
