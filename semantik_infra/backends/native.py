@@ -520,8 +520,10 @@ class NativeBackend(Backend):
         if self.is_running():
             raise BackendError("the server must be stopped to set a password in single-user mode")
         self._check_data_dir()
+        from semantik_infra.dbprops import quote_ident
+
         # A verifier is base64 and '$:' only, so it needs no escaping inside the quotes.
-        statement = f"ALTER ROLE {quote_identifier(role)} PASSWORD '{verifier}';\n"
+        statement = f"ALTER ROLE {quote_ident(role)} PASSWORD '{verifier}';\n"
         result = proc.run(
             self._server_command("postgres", "--single", "-D", self.data_dir, "postgres"),
             check=False,
@@ -580,11 +582,6 @@ def data_major(data_dir: Path) -> int | None:
     except OSError:
         return None
     return int(major) if major >= 10 else None
-
-
-def quote_identifier(name: str) -> str:
-    """A SQL identifier in double quotes, for text we cannot pass as a query parameter."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _follow(path: Path) -> None:
