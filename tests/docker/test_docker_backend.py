@@ -197,7 +197,7 @@ def test_backup_and_restore_from_a_terminal(docker_project: DockerProject):
     assert status == 0 and "backed up semantik" in output, output
     _ok(p.run("postgres.shell", "-c", "DELETE FROM t"))
     status, output = _in_terminal(p, "postgres.restore", "latest", "--yes")
-    assert status == 0 and "public.t: 20000 rows" in output, output
+    assert status == 0 and "(1 table)" in output and "checksum ok" in output, output
     _ok(p.run("postgres.backups", "--verify"), "checksum ok")
     assert p.password not in output
 

@@ -4,15 +4,18 @@ source that cannot be dumped leaves the live database as it was, in one line."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import signal
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import psycopg2
 import pytest
 
-from tests.conftest import RunningCluster, destroy_cluster, start_cluster
-from tests.integration.conftest import DbProject
+from tests.conftest import REPO, RunningCluster, destroy_cluster, start_cluster
+from tests.integration.conftest import DbProject, start_task, wait_for_child
 
 pytestmark = [pytest.mark.integration, pytest.mark.native_only]
 
@@ -102,3 +105,24 @@ def test_a_bad_source_is_one_line(db: DbProject):
     for bad in ("no-such-file.env", "sqlite:///x.db"):
         code, _out, err = _run(db, "postgres.pull", bad, "--yes")
         assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_pull_leaves_the_live_database_and_nothing_else(db: DbProject, big_cluster, how):
+    before = db.checksums()
+    env = {**db.environ, "PYTHONPATH": str(REPO)}
+    task = start_task(db.project_dir, env, "postgres.pull", _url(big_cluster), "--yes")
+    wait_for_child(task, "pg_dump")
+    time.sleep(0.5)
+    if how == signal.SIGTERM:
+        task.send_signal(how)
+    else:
+        os.killpg(task.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    _, stderr = task.communicate(timeout=120)
+    assert task.returncode == (143 if how == signal.SIGTERM else 130), stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert db.checksums() == before
+    assert not db.archives()
+    assert not (db.backups.exists() and list(db.backups.glob(".*")))
+    assert not [name for name in db.databases() if name.startswith(f"{db.database}_restore_")]
