@@ -200,10 +200,13 @@ def _copy_database(cursor: Any, source: str, target: str) -> None:
     """CREATE DATABASE target TEMPLATE source, terminating the source's sessions while they linger."""
     import psycopg2
 
+    # FILE_COPY (PostgreSQL 15+) copies the files and checkpoints; the default WAL_LOG writes every
+    # block to the WAL, several times slower for a database of any size.
+    strategy = " STRATEGY FILE_COPY" if cursor.connection.server_version >= 150000 else ""
     for attempt in range(RENAME_ATTEMPTS):
         _terminate(cursor, source)
         try:
-            cursor.execute(_sql("CREATE DATABASE {} TEMPLATE {}", target, source))
+            cursor.execute(_sql("CREATE DATABASE {} TEMPLATE {}" + strategy, target, source))
             return
         except psycopg2.errors.ObjectInUse:
             time.sleep(0.1 * (attempt + 1))
@@ -285,29 +288,38 @@ def restore_snapshot(
     started = time.monotonic()
     snap = find_snapshot(settings, name)
     live = _live(settings)
-    connection = admin_connection(settings, live)
+    scratch = ""
     try:
-        cursor = connection.cursor()
-        with database_errors("cannot list databases"):
-            cursor.execute("SELECT datname FROM pg_database")
-            taken = {row[0] for row in cursor.fetchall()}
-        scratch, previous = restore_names(live, clock(), taken)
+        connection = admin_connection(settings, live)
         try:
-            _copy_database(cursor, snap.database, scratch)
-        except psycopg2.errors.InsufficientPrivilege as error:
-            raise _create_rights_error(error, settings) from None
-        except psycopg2.Error as error:
-            from semantik_infra.database import classify
+            cursor = connection.cursor()
+            with database_errors("cannot list databases"):
+                cursor.execute("SELECT datname FROM pg_database")
+                taken = {row[0] for row in cursor.fetchall()}
+            scratch, previous = restore_names(live, clock(), taken)
+            try:
+                _copy_database(cursor, snap.database, scratch)
+            except psycopg2.errors.InsufficientPrivilege as error:
+                raise _create_rights_error(error, settings) from None
+            except psycopg2.Error as error:
+                from semantik_infra.database import classify
 
-            raise BackupError(f"cannot copy snapshot {name}: {classify(error).cause}") from None
-    finally:
-        connection.close()
-    report(f"copied snapshot {name}", time.monotonic() - started)
-    try:
+                raise BackupError(f"cannot copy snapshot {name}: {classify(error).cause}") from None
+        finally:
+            connection.close()
+        report(f"copied snapshot {name}", time.monotonic() - started)
         kept = _swap(settings, live, scratch, previous)
-    except BaseException:
-        with contextlib.suppress(BackupError):
-            drop_database(settings, scratch)
+    except BaseException as error:
+        # The copy never replaced anything unless the swap committed (then the name is gone): drop it.
+        left = f"{live} unchanged"
+        if scratch:
+            try:
+                drop_database(settings, scratch)
+                left = f"scratch database {scratch} dropped, {left}"
+            except BackupError:
+                left = f"scratch database {scratch} left behind (`inv postgres.leftovers --drop`), {left}"
+        if isinstance(error, KeyboardInterrupt):
+            raise type(error)(left) from None
         raise
     dropped = False
     if kept and not keep_current:

@@ -3,9 +3,12 @@ live database, and a role that may not create databases."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,3 +171,40 @@ def test_a_role_without_createdb_gets_one_line(project: Project):
         assert "CREATEDB" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     finally:
         project.sql(f"DROP OWNED BY {role}; DROP ROLE {role}", database="postgres")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_snapshot_restore_leaves_the_live_database_and_no_copy(big_cluster, big_project, how):
+    from tests.integration.conftest import start_task
+
+    project_dir, env = big_project
+    name = f"big{how.value}"
+    assert run_task("snapshot.save", name, environ=env, cwd=project_dir).returncode == 0
+    params = big_cluster.settings.database.libpq_params()
+    watcher = psycopg2.connect(**{**params, "dbname": "postgres"})
+    watcher.autocommit = True
+    try:
+        with watcher.cursor() as cursor:
+            task = start_task(project_dir, env, "snapshot.restore", name, "--yes")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                cursor.execute("SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CREATE DATABASE%%TEMPLATE%%'")
+                if cursor.fetchone() or task.poll() is not None:
+                    break
+                time.sleep(0.01)
+            if how == signal.SIGTERM:
+                task.send_signal(how)
+            else:
+                os.killpg(task.pid, signal.SIGINT)
+            _, stderr = task.communicate(timeout=120)
+            cursor.execute("SELECT datname, datallowconn FROM pg_database")
+            databases = dict(cursor.fetchall())
+    finally:
+        watcher.close()
+        run_task("snapshot.drop", name, "--yes", environ=env, cwd=project_dir)
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+    assert databases["semantik"] is True  # never left closed
+    assert not [db for db in databases if db.startswith("semantik_restore_")], databases
+    # Either the restore finished before the signal, or it stopped and left the live database alone.
+    assert task.returncode in (0, 130, 143), stderr
