@@ -223,25 +223,35 @@ def check_digest(entry: BackupEntry, sha256: str, size: int) -> None:
         raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
 
 
-def read_through(backend: Backend, entry: BackupEntry, key: bytes | None) -> tuple[str, str, int]:
-    """Read an archive once: decrypt and decompress all of it (every chunk and frame checked), hash
-    it, and hand its head to `pg_restore --list`; (listing, sha256, size). A decoding error in a file
-    whose checksum no longer matches is reported as the checksum mismatch it is."""
-    command = backend.client_command("pg_restore", ["--list"])
-    with archive_reader(entry.path, key) as reader, proc.Feeder(command) as toc:
+@contextlib.contextmanager
+def checked_reader(
+    entry: BackupEntry, key: bytes | None, progress: Callable[[int], None] | None = None
+) -> Iterator[ArchiveReader]:
+    """The archive's pg_dump bytes, read once and checked: when the body is done, the rest of the
+    file is read (decrypted and decompressed, every chunk and frame checked) and its checksum compared
+    with the manifest. A decoding error in a file whose checksum no longer matches is reported as the
+    checksum mismatch it is."""
+    with archive_reader(entry.path, key, progress) as reader:
         try:
-            while chunk := reader.read(CHUNK_SIZE):
-                toc.write(chunk)
+            yield reader
             reader.finish()
         except BackupError:
             reader.finish_raw()
             check_digest(entry, reader.sha256, reader.size)
             raise
+        check_digest(entry, reader.sha256, reader.size)
+
+
+def read_through(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
+    """Read an archive once (see checked_reader), handing its head to `pg_restore --list`; the listing."""
+    command = backend.client_command("pg_restore", ["--list"])
+    with checked_reader(entry, key) as reader, proc.Feeder(command) as toc:
+        while chunk := reader.read(CHUNK_SIZE):
+            toc.write(chunk)
         status, listing, errors = toc.finish()
-    check_digest(entry, reader.sha256, reader.size)
     if status != 0:
         raise BackupError(f"{entry.path.name}: pg_restore cannot read it: {proc.last_line(errors) or status}")
-    return listing, reader.sha256, reader.size
+    return listing
 
 
 def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> str:
@@ -255,7 +265,7 @@ def verify_archive(backend: Backend, entry: BackupEntry, key: bytes | None) -> s
             raise BackupError(f"{entry.path.name}: checksum mismatch: the archive is corrupted or was changed")
         listing = read_toc(backend, entry.path, None)
     else:
-        listing = read_through(backend, entry, key if manifest.encrypted else None)[0]
+        listing = read_through(backend, entry, key if manifest.encrypted else None)
     decrypts = ", decrypts" if manifest.encrypted else ""
     entries = count_toc_entries(listing)
     return f"checksum ok, {entries} TOC entries{decrypts}, manifest {describe_authenticity(entry.authenticity)}"
@@ -272,7 +282,7 @@ def check_without_manifest(backend: Backend, entry: BackupEntry, key: bytes | No
     if entry.path.is_dir():
         listing = read_toc(backend, entry.path, None)
     else:
-        listing = read_through(backend, entry, key if encrypted else None)[0]
+        listing = read_through(backend, entry, key if encrypted else None)
     return f"no manifest: checksum cannot be checked; {count_toc_entries(listing)} TOC entries readable"
 
 

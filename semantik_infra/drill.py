@@ -147,20 +147,13 @@ def now_utc() -> datetime:
 def count_archive_rows(entry: Any, key: bytes | None) -> tuple[Any, dict[tuple[str, str], int]]:
     """Read the archive once: check its checksum against the manifest (when it has one) and count the
     COPY rows of every table in its data stream; (DumpFile, (schema, table) -> rows)."""
-    from semantik_infra.backup import archive_reader, check_digest
+    from semantik_infra.backup import checked_reader
     from semantik_infra.dumpfile import count_rows
 
     if entry.path.is_dir():
         raise BackupError(f"{entry.path.name}: drills read custom-format archives, not directory ones")
-    with archive_reader(entry.path, key) as reader:
-        try:
-            dump, rows = count_rows(reader)
-            reader.finish()
-        except BackupError:
-            reader.finish_raw()
-            check_digest(entry, reader.sha256, reader.size)
-            raise
-        check_digest(entry, reader.sha256, reader.size)
+    with checked_reader(entry, key) as reader:
+        dump, rows = count_rows(reader)
     tables = dump.table_data()
     return dump, {(tables[dump_id].namespace or "", tables[dump_id].tag): count for dump_id, count in rows.items()}
 
@@ -219,11 +212,11 @@ def drill_backup(
     from semantik_infra.encryption import is_encrypted
     from semantik_infra.leftovers import RestoreLock
     from semantik_infra.restore import (
-        _run_pg_restore,
         admin_connection,
         database_errors,
         drop_database,
         restore_names,
+        run_pg_restore,
     )
 
     started = time.monotonic()
@@ -252,7 +245,7 @@ def drill_backup(
         properties = read_database_properties(backend, entry.path, stream_key)
         create_scratch_database(settings, throwaway, properties)
         restore_started = time.monotonic()
-        _run_pg_restore(
+        run_pg_restore(
             backend,
             entry,
             stream_key,

@@ -24,9 +24,9 @@ from semantik_infra import proc
 from semantik_infra.backends.base import Backend
 from semantik_infra.backup import (
     archive_reader,
-    check_digest,
     check_jobs,
     check_without_manifest,
+    checked_reader,
     manifest_key_source,
     precheck,
     verify_archive,
@@ -160,7 +160,8 @@ def database_exists(cursor: Any, name: str) -> bool:
     return cursor.fetchone() is not None
 
 
-def _terminate(cursor: Any, name: str) -> None:
+def terminate_sessions(cursor: Any, name: str) -> None:
+    """End every other session on database `name` (they take a moment to go: callers retry)."""
     cursor.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
         (name,),
@@ -306,7 +307,7 @@ def _restore_locked(
         if not in_place:
             create_scratch_database(settings, target, None if server_locale else properties)
         with Timer() as timer:
-            _run_pg_restore(
+            run_pg_restore(
                 backend,
                 entry,
                 stream_key,
@@ -331,7 +332,7 @@ def _restore_locked(
             if applied:
                 report(f"re-applied the database's {', '.join(applied)}", None)
         if previous is not None:
-            previous = _swap(settings, live, target, previous)
+            previous = swap_in(settings, live, target, previous)
     except BaseException as error:
         if backend.name == "docker":
             stop_tagged(settings, backend, tag)  # killing `docker exec` leaves pg_restore running inside
@@ -462,7 +463,7 @@ def pg_restore_argv(
     return args
 
 
-def _run_pg_restore(
+def run_pg_restore(
     backend: Backend,
     entry: BackupEntry,
     key: bytes | None,
@@ -487,20 +488,10 @@ def _run_pg_restore(
         status, errors = result.returncode, result.stderr
     else:
         command = backend.client_command("pg_restore", args, database=database)
-        with archive_reader(archive, key, progress) as reader:
-            try:
-                status, _, errors = proc.feed_from(command, reader)
-                if check:
-                    reader.finish()
-            except BackupError:
-                if not check:
-                    raise
-                reader.finish_raw()
-                check_digest(entry, reader.sha256, reader.size)
-                raise
-            if check:
-                # Checked before the scratch database may replace anything: a changed file never gets in.
-                check_digest(entry, reader.sha256, reader.size)
+        # Checked before the scratch database may replace anything: a changed file never gets in.
+        reading = checked_reader(entry, key, progress) if check else archive_reader(archive, key, progress)
+        with reading as reader:
+            status, _, errors = proc.feed_from(command, reader)
     if status != 0:
         raise BackupError(f"pg_restore failed: {proc.last_line(errors) or f'exit status {status}'}")
 
@@ -524,17 +515,18 @@ def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator
 
     temp = temp_path(archive, ".expanded")
     try:
-        with Timer() as timer, archive_reader(archive, key) as reader, temp.open("wb") as out:
+        with Timer() as timer, checked_reader(entry, key) as reader, temp.open("wb") as out:
             copy_stream(reader, out)
-            reader.finish()
-            check_digest(entry, reader.sha256, reader.size)
         report(f"expanded {archive.name} into a temporary file for --jobs", timer.seconds)
         yield temp
     finally:
         temp.unlink(missing_ok=True)
 
 
-def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | None:
+def swap_in(settings: Settings, live: str, scratch: str, previous: str) -> str | None:
+    """Make `scratch` the database `live`: block and end `live`'s sessions, then rename live to
+    `previous` and scratch to live in one transaction; the name `previous` got, or None when there
+    was no `live` (scratch simply takes the name). On failure `live` is unchanged and open."""
     import psycopg2
     from psycopg2 import sql
 
@@ -560,7 +552,7 @@ def _swap(settings: Settings, live: str, scratch: str, previous: str) -> str | N
                 # once the statement returns), the handler below reopens it.
                 cursor.execute(allow(live, False))
                 for attempt in range(RENAME_ATTEMPTS):
-                    _terminate(cursor, live)
+                    terminate_sessions(cursor, live)
                     try:
                         # Both renames commit together or not at all: never a moment without <db>.
                         cursor.execute("BEGIN")
@@ -594,7 +586,7 @@ def _when_idle(cursor: Any, name: str, statement: Any) -> None:
     import psycopg2
 
     for attempt in range(RENAME_ATTEMPTS):
-        _terminate(cursor, name)
+        terminate_sessions(cursor, name)
         try:
             cursor.execute(statement)
             return

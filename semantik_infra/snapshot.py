@@ -23,13 +23,13 @@ from semantik_infra.errors import BackupError, ConfigError
 from semantik_infra.restore import (
     MAX_IDENTIFIER_BYTES,
     RENAME_ATTEMPTS,
-    _swap,
-    _terminate,
     admin_connection,
     database_errors,
     database_exists,
     drop_database,
     restore_names,
+    swap_in,
+    terminate_sessions,
 )
 
 PREFIX = "snapshot__"
@@ -204,7 +204,7 @@ def _copy_database(cursor: Any, source: str, target: str) -> None:
     # block to the WAL, several times slower for a database of any size.
     strategy = " STRATEGY FILE_COPY" if cursor.connection.server_version >= 150000 else ""
     for attempt in range(RENAME_ATTEMPTS):
-        _terminate(cursor, source)
+        terminate_sessions(cursor, source)
         try:
             cursor.execute(_sql("CREATE DATABASE {} TEMPLATE {}" + strategy, target, source))
             return
@@ -308,7 +308,7 @@ def restore_snapshot(
         finally:
             connection.close()
         report(f"copied snapshot {name}", time.monotonic() - started)
-        kept = _swap(settings, live, scratch, previous)
+        kept = swap_in(settings, live, scratch, previous)
     except BaseException as error:
         # The copy never replaced anything unless the swap committed (then the name is gone): drop it.
         left = f"{live} unchanged"

@@ -416,3 +416,22 @@ def test_ctrl_c_during_restore_leaves_live_database_unchanged(big_cluster: Runni
     expected = r"interrupted: scratch database semantik_restore_[\d_]+ dropped, semantik unchanged"
     assert re.fullmatch(expected, line), line
     assert_live_unchanged(big_cluster)
+
+
+@native_cluster_only
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_flipped_byte_in_a_zstd_archive_is_a_checksum_mismatch_and_changes_nothing(db: DbProject, jobs: str):
+    assert db.run("postgres.backup").returncode == 0
+    [archive] = db.archives()
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    archive.write_bytes(bytes(data))
+    change_everything(db)
+    before = db.checksums()
+    result = db.run("postgres.restore", "latest", "--yes", "--jobs", jobs)
+    assert result.returncode == 1
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "checksum mismatch" in line, line
+    assert db.checksums() == before
+    assert not [name for name in db.databases() if "_restore_" in name]
+    assert not [path for path in db.backups.iterdir() if path.name.startswith(".")]
