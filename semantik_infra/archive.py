@@ -207,7 +207,7 @@ class HashingReader:
         return self.digest.hexdigest()
 
 
-class _Prefixed:
+class Prefixed:
     """A reader that first returns `prefix`, then reads on from `source` (to sniff a stream's start)."""
 
     def __init__(self, prefix: bytes, source: Any) -> None:
@@ -253,7 +253,7 @@ class ArchiveReader:
     def _start(self) -> Any:
         if self._head is None:
             magic = self._source.read(len(ZSTD_MAGIC))
-            source = _Prefixed(magic, self._source)
+            source = Prefixed(magic, self._source)
             if magic == ZSTD_MAGIC:
                 import zstandard
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
 from semantik_infra.errors import BackupError
@@ -278,55 +278,61 @@ def read_database_properties(backend: Backend, archive: Path, key: bytes | None)
     return parse_database_properties(schema)
 
 
-def create_scratch_database(settings: Settings, name: str, properties: DatabaseProperties | None) -> None:
+def create_scratch_database(
+    settings: Settings, name: str, properties: DatabaseProperties | None, connection: Any = None
+) -> None:
     """CREATE DATABASE `name` with the archive's encoding and locale (or the server's defaults without
-    `properties`); one line saying what the configured user lacks, or which locale the server lacks."""
+    `properties`); one line saying what the configured user lacks, or which locale the server lacks.
+    Runs on `connection` (an autocommit admin session) when given."""
     import psycopg2
     from psycopg2 import sql
 
     from semantik_infra.database import first_line
-    from semantik_infra.restore import admin_connection, database_exists
+    from semantik_infra.restore import admin_session, database_exists
 
-    connection = admin_connection(settings, name)
-    try:
-        with connection.cursor() as cursor:
-            if database_exists(cursor, name):
-                raise BackupError(f"database {name} already exists: another restore is running, or drop it")
-            cursor.execute(sql.SQL(create_database_sql(name, properties)))
-    except psycopg2.errors.InsufficientPrivilege as error:
-        raise BackupError(
-            f"cannot create the scratch database {name} ({first_line(str(error))}):"
-            " the configured user needs CREATEDB, or use --in-place"
-        ) from None
-    except psycopg2.Error as error:
-        if properties is None:
-            raise BackupError(f"cannot create the scratch database {name} ({first_line(str(error))})") from None
-        locale = ", ".join(f"{key} {value}" for key, value in properties.create_options)
-        raise BackupError(
-            f"cannot create the scratch database {name} with the archive's {locale} ({first_line(str(error))}):"
-            " install that locale on the server, or pass --server-locale to use the server's default"
-        ) from None
-    finally:
-        connection.close()
+    with admin_session(settings, name, connection) as session:
+        try:
+            with session.cursor() as cursor:
+                if database_exists(cursor, name):
+                    raise BackupError(f"database {name} already exists: another restore is running, or drop it")
+                cursor.execute(sql.SQL(create_database_sql(name, properties)))
+        except psycopg2.errors.InsufficientPrivilege as error:
+            raise BackupError(
+                f"cannot create the scratch database {name} ({first_line(str(error))}):"
+                " the configured user needs CREATEDB, or use --in-place"
+            ) from None
+        except psycopg2.Error as error:
+            if properties is None:
+                raise BackupError(f"cannot create the scratch database {name} ({first_line(str(error))})") from None
+            locale = ", ".join(f"{key} {value}" for key, value in properties.create_options)
+            raise BackupError(
+                f"cannot create the scratch database {name} with the archive's {locale} ({first_line(str(error))}):"
+                " install that locale on the server, or pass --server-locale to use the server's default"
+            ) from None
 
 
 def apply_database_properties(
-    settings: Settings, database: str, properties: DatabaseProperties, *, privileges: bool = True
+    settings: Settings,
+    database: str,
+    properties: DatabaseProperties,
+    *,
+    privileges: bool = True,
+    connection: Any = None,
 ) -> list[str]:
     """Run the archive's database-level statements (settings, comment, GRANTs, per-role settings)
-    against `database` in one transaction; the kinds applied."""
+    against `database` in one transaction (on `connection`, an autocommit admin session, when
+    given); the kinds applied."""
     import psycopg2
 
     from semantik_infra.database import first_line
-    from semantik_infra.restore import admin_connection
+    from semantik_infra.restore import admin_session
 
     statements = [s for s in properties.statements if privileges or s.kind not in (PRIVILEGES, ROLE_SETTINGS)]
     if not statements:
         return []
-    connection = admin_connection(settings, database)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("BEGIN")
+    with admin_session(settings, database, connection) as session, session.cursor() as cursor:
+        cursor.execute("BEGIN")
+        try:
             for statement in statements:
                 try:
                     cursor.execute(statement.sql_for(database))
@@ -338,6 +344,8 @@ def apply_database_properties(
                         + (": create the role, or pass --no-privileges" if privileged else "")
                     ) from None
             cursor.execute("COMMIT")
-    finally:
-        connection.close()
+        except BaseException:
+            # A shared session must not stay in the failed transaction.
+            cursor.execute("ROLLBACK")
+            raise
     return list(dict.fromkeys(statement.kind for statement in statements))

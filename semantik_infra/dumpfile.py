@@ -146,6 +146,29 @@ def read_toc(stream: IO[bytes]) -> tuple[DumpFile, _Reader]:
     return dump, reader
 
 
+class _Recording:
+    """Passes reads through, keeping a copy of every byte."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.data = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.data += data
+        return data
+
+
+def read_head(stream: IO[bytes]) -> tuple[DumpFile, bytes]:
+    """Parse the header and table of contents, and return their exact bytes too: on their own they
+    are an archive without data, from which pg_restore can run every step that needs none (indexes,
+    constraints, ...) and, having a file, run them in parallel. The stream is left at the first data
+    block."""
+    recording = _Recording(stream)
+    dump, _ = read_toc(recording)  # type: ignore[arg-type]
+    return dump, bytes(recording.data)
+
+
 def count_rows(stream: IO[bytes]) -> tuple[DumpFile, dict[int, int]]:
     """Read a whole custom archive; return its description and the COPY rows of each data entry."""
     dump, reader = read_toc(stream)

@@ -133,16 +133,19 @@ def _live(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def _maintenance(settings: Settings, action: str, connect_timeout: int | None = None) -> Iterator[Any]:
-    """A cursor on the maintenance database of the configured one; errors become one BackupError."""
-    from semantik_infra.restore import admin_connection, database_errors
+def _maintenance(
+    settings: Settings, action: str, connect_timeout: int | None = None, connection: Any = None
+) -> Iterator[Any]:
+    """A cursor on the maintenance database of the configured one (on `connection` when given);
+    errors become one BackupError."""
+    from semantik_infra.restore import admin_session, database_errors
 
-    connection = admin_connection(settings, _live(settings), connect_timeout=connect_timeout)
-    try:
-        with database_errors(action), connection.cursor() as cursor:
-            yield cursor
-    finally:
-        connection.close()
+    with (
+        admin_session(settings, _live(settings), connection, connect_timeout=connect_timeout) as session,
+        database_errors(action),
+        session.cursor() as cursor,
+    ):
+        yield cursor
 
 
 class RestoreLock:
@@ -151,6 +154,8 @@ class RestoreLock:
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
+        self.connection = cursor.connection
+        """The autocommit session on the maintenance database, for the restore's other queries."""
 
     def claim_scratch(self, name: str) -> None:
         """Mark `name` as this restore's scratch database, before it is created."""
@@ -219,9 +224,9 @@ def terminate_tagged(settings: Settings, tags: list[ClientTag]) -> int:
         return int(cursor.fetchone()[0])
 
 
-def orphaned_tags(settings: Settings) -> list[ClientTag]:
+def orphaned_tags(settings: Settings, connection: Any = None) -> list[ClientTag]:
     """Tags of sessions whose task ran on this host and is gone (killed before it could clean up)."""
-    with _maintenance(settings, "cannot list sessions") as cursor:
+    with _maintenance(settings, "cannot list sessions", connection=connection) as cursor:
         cursor.execute(
             "SELECT DISTINCT application_name FROM pg_stat_activity"
             " WHERE application_name LIKE %s AND pid <> pg_backend_pid()",
@@ -232,10 +237,12 @@ def orphaned_tags(settings: Settings) -> list[ClientTag]:
     return [tag for tag in tags if tag is not None and tag.host == here and not proc.process_alive(tag.pid)]
 
 
-def cancel_orphans(settings: Settings, backend: Backend, report: Report = _quiet) -> list[ClientTag]:
+def cancel_orphans(
+    settings: Settings, backend: Backend, report: Report = _quiet, connection: Any = None
+) -> list[ClientTag]:
     """Stop pg_dump/pg_restore processes left running by tasks that were killed; say so for each."""
     try:
-        orphans = orphaned_tags(settings)
+        orphans = orphaned_tags(settings, connection)
     except BackupError:
         return []  # the caller's own connection will say what is wrong
     for tag in orphans:
@@ -320,10 +327,10 @@ class LeftoverDatabase:
         return f"{self.name}  {size:>10}  {what}{busy}"
 
 
-def find_leftover_databases(settings: Settings) -> list[LeftoverDatabase]:
+def find_leftover_databases(settings: Settings, connection: Any = None) -> list[LeftoverDatabase]:
     """The configured database's scratch and kept databases, with sizes, oldest first."""
     live = _live(settings)
-    with _maintenance(settings, "cannot list databases") as cursor:
+    with _maintenance(settings, "cannot list databases", connection=connection) as cursor:
         cursor.execute("SELECT datname FROM pg_database")
         names = sorted(
             (row[0] for row in cursor.fetchall() if classify_leftover(live, row[0])),

@@ -154,6 +154,22 @@ def admin_connection(settings: Settings, live: str, *, connect_timeout: int | No
     return connection
 
 
+@contextlib.contextmanager
+def admin_session(
+    settings: Settings, live: str, connection: Any = None, *, connect_timeout: int | None = None
+) -> Iterator[Any]:
+    """`connection` when given (a restore shares the one holding its lock, left open), else a new
+    admin connection, closed afterwards."""
+    if connection is not None:
+        yield connection
+        return
+    connection = admin_connection(settings, live, connect_timeout=connect_timeout)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def database_exists(cursor: Any, name: str) -> bool:
     """True if a database of that name exists."""
     cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
@@ -225,7 +241,7 @@ def restore_backup(
     from semantik_infra.leftovers import cancel_orphans, restore_lock
 
     with restore_lock(settings, live) as lock:
-        cancel_orphans(settings, backend, report)
+        cancel_orphans(settings, backend, report, lock.connection)
         return _restore_locked(
             settings,
             backend,
@@ -270,7 +286,7 @@ def _restore_locked(
     parallel = parallel and jobs > 1
     # A restore that streams into a scratch database checks the checksum as it reads (the archive is
     # read once); the live database is only touched after that check. Everything else verifies first.
-    checked_while_reading = not in_place and entry.manifest is not None and entry.path.is_file() and not parallel
+    checked_while_reading = not in_place and entry.manifest is not None and entry.path.is_file()
     if checked_while_reading:
         precheck(entry, key)
         _warn_unauthenticated(entry, report)
@@ -299,13 +315,13 @@ def _restore_locked(
             )
         target = live
     else:
-        existing = _database_names(settings, live)
-        _report_leftovers(settings, live, report)
+        existing = _database_names(settings, live, lock.connection)
+        _report_leftovers(settings, live, report, lock.connection)
         target, previous = restore_names(live, clock(), existing)
         lock.claim_scratch(target)  # `postgres.leftovers` never drops it while we run
     try:
         if not in_place:
-            create_scratch_database(settings, target, None if server_locale else properties)
+            create_scratch_database(settings, target, None if server_locale else properties, lock.connection)
         with Timer() as timer:
             run_pg_restore(
                 backend,
@@ -328,11 +344,13 @@ def _restore_locked(
         # proves the exact counts against the archive's data stream.
         tables = dict(entry.manifest.tables) if entry.manifest else {}
         if properties is not None:
-            applied = apply_database_properties(settings, target, properties, privileges=privileges)
+            applied = apply_database_properties(
+                settings, target, properties, privileges=privileges, connection=lock.connection
+            )
             if applied:
                 report(f"re-applied the database's {', '.join(applied)}", None)
         if previous is not None:
-            previous = swap_in(settings, live, target, previous)
+            previous = swap_in(settings, live, target, previous, lock.connection)
     except BaseException as error:
         if backend.name == "docker":
             stop_tagged(settings, backend, tag)  # killing `docker exec` leaves pg_restore running inside
@@ -408,11 +426,11 @@ def _clean_up(
     return f"scratch database {target} dropped, {live} unchanged"
 
 
-def _report_leftovers(settings: Settings, live: str, report: Report) -> None:
+def _report_leftovers(settings: Settings, live: str, report: Report, connection: Any) -> None:
     from semantik_infra.leftovers import find_leftover_databases, summarize
 
     try:
-        leftovers = find_leftover_databases(settings)
+        leftovers = find_leftover_databases(settings, connection)
     except BackupError:
         return
     if leftovers:
@@ -425,14 +443,14 @@ def _report_leftovers(settings: Settings, live: str, report: Report) -> None:
         )
 
 
-def _database_names(settings: Settings, live: str) -> set[str]:
-    connection = admin_connection(settings, live)
-    try:
-        with database_errors("cannot list databases"), connection.cursor() as cursor:
-            cursor.execute("SELECT datname FROM pg_database")
-            return {row[0] for row in cursor.fetchall()}
-    finally:
-        connection.close()
+def _database_names(settings: Settings, live: str, connection: Any) -> set[str]:
+    with (
+        admin_session(settings, live, connection) as session,
+        database_errors("cannot list databases"),
+        session.cursor() as cursor,
+    ):
+        cursor.execute("SELECT datname FROM pg_database")
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _parallel_possible(backend: Backend, archive: Path) -> bool:
@@ -477,23 +495,81 @@ def run_pg_restore(
     check: bool,
     report: Report,
 ) -> None:
-    """pg_restore into `database`: streamed from the archive (hashed on the way when `check`), or,
-    with --jobs, from a file it can seek in (a compressed or encrypted archive is first expanded into
-    a 0600 temp file in BACKUP_DIR, checked, and removed afterwards)."""
-    args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges, tag=tag)
+    """pg_restore into `database`, streamed from the archive (hashed on the way when `check`).
+
+    With --jobs the stream goes in two passes (see `_restore_in_two_passes`); a directory archive,
+    and --in-place with --jobs (whose --clean must drop every section at once), use a file pg_restore
+    can seek in: a compressed or encrypted archive is first expanded into a 0600 temp file in
+    BACKUP_DIR, checked, and removed afterwards."""
     archive = entry.path
-    if archive.is_dir() or jobs > 1:
+    if archive.is_dir() or (jobs > 1 and clean):
+        args = pg_restore_argv(database, jobs=jobs, clean=clean, privileges=privileges, tag=tag)
         with _seekable(entry, key, report) as path:
             result = proc.run(backend.client_command("pg_restore", [*args, str(path)], database=database), check=False)
-        status, errors = result.returncode, result.stderr
+        _check_status(result.returncode, result.stderr)
+    elif jobs > 1:
+        _restore_in_two_passes(backend, entry, key, database, jobs, privileges, tag, progress, check, report)
     else:
+        args = pg_restore_argv(database, clean=clean, privileges=privileges, tag=tag)
         command = backend.client_command("pg_restore", args, database=database)
-        # Checked before the scratch database may replace anything: a changed file never gets in.
-        reading = checked_reader(entry, key, progress) if check else archive_reader(archive, key, progress)
-        with reading as reader:
+        with _reading(entry, key, progress, check=check) as reader:
             status, _, errors = proc.feed_from(command, reader)
+        _check_status(status, errors)
+
+
+def _reading(
+    entry: BackupEntry, key: bytes | None, progress: Callable[[int], None] | None, *, check: bool
+) -> contextlib.AbstractContextManager[Any]:
+    # Checked before the scratch database may replace anything: a changed file never gets in.
+    return checked_reader(entry, key, progress) if check else archive_reader(entry.path, key, progress)
+
+
+def _check_status(status: int, errors: str) -> None:
     if status != 0:
         raise BackupError(f"pg_restore failed: {proc.last_line(errors) or f'exit status {status}'}")
+
+
+def _restore_in_two_passes(
+    backend: Backend,
+    entry: BackupEntry,
+    key: bytes | None,
+    database: str,
+    jobs: int,
+    privileges: bool,
+    tag: str,
+    progress: Callable[[int], None] | None,
+    check: bool,
+    report: Report,
+) -> None:
+    """A parallel restore that reads the archive once and never writes its data to disk.
+
+    pg_restore -j needs a file it can seek in. Its data, though, is read once either way: only the
+    post-data steps (indexes, constraints, triggers, which need no data) gain from parallel
+    workers. So the tables and their rows stream through one transaction, as in a plain restore,
+    and the post-data section then runs with `jobs` workers from the archive's header and table of
+    contents alone, written to a small 0600 temp file in BACKUP_DIR once the checksum has passed."""
+    from semantik_infra.archive import Prefixed
+    from semantik_infra.backup import temp_path
+    from semantik_infra.dumpfile import read_head
+
+    first = [*pg_restore_argv(database, privileges=privileges, tag=tag), "--section=pre-data", "--section=data"]
+    with Timer() as timer, _reading(entry, key, progress, check=check) as reader:
+        _, head = read_head(reader)
+        status, _, errors = proc.feed_from(
+            backend.client_command("pg_restore", first, database=database), Prefixed(head, reader)
+        )
+        _check_status(status, errors)
+    report(f"restored the tables and their rows into {database} in one transaction", timer.seconds)
+    later = [*pg_restore_argv(database, jobs=jobs, privileges=privileges, tag=tag), "--section=post-data"]
+    toc = temp_path(entry.path, ".toc")
+    try:
+        toc.write_bytes(head)
+        with Timer() as timer:
+            result = proc.run(backend.client_command("pg_restore", [*later, str(toc)], database=database), check=False)
+        _check_status(result.returncode, result.stderr)
+    finally:
+        toc.unlink(missing_ok=True)
+    report(f"built indexes and constraints with {jobs} parallel jobs", timer.seconds)
 
 
 @contextlib.contextmanager
@@ -523,10 +599,11 @@ def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator
         temp.unlink(missing_ok=True)
 
 
-def swap_in(settings: Settings, live: str, scratch: str, previous: str) -> str | None:
+def swap_in(settings: Settings, live: str, scratch: str, previous: str, connection: Any = None) -> str | None:
     """Make `scratch` the database `live`: block and end `live`'s sessions, then rename live to
     `previous` and scratch to live in one transaction; the name `previous` got, or None when there
-    was no `live` (scratch simply takes the name). On failure `live` is unchanged and open."""
+    was no `live` (scratch simply takes the name). On failure `live` is unchanged and open. Runs on
+    `connection` (an autocommit session on the maintenance database) when given."""
     import psycopg2
     from psycopg2 import sql
 
@@ -537,45 +614,44 @@ def swap_in(settings: Settings, live: str, scratch: str, previous: str) -> str |
         value = sql.SQL("true" if allowed else "false")
         return sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(sql.Identifier(name), value)
 
-    connection = admin_connection(settings, live)
-    try:
-        with database_errors(f"swapping {scratch} in as {live} failed ({live} is unchanged)"):
-            cursor = connection.cursor()
-            if not database_exists(cursor, live):
-                cursor.execute(rename(scratch, live))
-                return None
-            try:
-                # Block new sessions first, or the app reconnects between terminate and rename. This
-                # is committed on its own; should we be killed before the swap commits, live is
-                # intact but closed, and `inv postgres.up` reopens it (we hold the restore lock
-                # meanwhile, so it never reopens a swap under way). Interrupted (Ctrl-C arrives
-                # once the statement returns), the handler below reopens it.
-                cursor.execute(allow(live, False))
-                for attempt in range(RENAME_ATTEMPTS):
-                    terminate_sessions(cursor, live)
-                    try:
-                        # Both renames commit together or not at all: never a moment without <db>.
-                        cursor.execute("BEGIN")
-                        cursor.execute(rename(live, previous))
-                        cursor.execute(rename(scratch, live))
-                        cursor.execute(allow(previous, True))
-                        cursor.execute("COMMIT")
-                        return previous
-                    except psycopg2.errors.ObjectInUse:
-                        # Terminated sessions take a moment to exit.
-                        cursor.execute("ROLLBACK")
-                        time.sleep(0.1 * (attempt + 1))
-                raise BackupError(
-                    f"{live} still has sessions after {RENAME_ATTEMPTS} attempts: stop the app and retry"
-                    f" ({live} is unchanged)"
-                )
-            except BaseException:
-                with contextlib.suppress(psycopg2.Error):
+    with (
+        admin_session(settings, live, connection) as session,
+        database_errors(f"swapping {scratch} in as {live} failed ({live} is unchanged)"),
+    ):
+        cursor = session.cursor()
+        if not database_exists(cursor, live):
+            cursor.execute(rename(scratch, live))
+            return None
+        try:
+            # Block new sessions first, or the app reconnects between terminate and rename. This
+            # is committed on its own; should we be killed before the swap commits, live is
+            # intact but closed, and `inv postgres.up` reopens it (we hold the restore lock
+            # meanwhile, so it never reopens a swap under way). Interrupted (Ctrl-C arrives
+            # once the statement returns), the handler below reopens it.
+            cursor.execute(allow(live, False))
+            for attempt in range(RENAME_ATTEMPTS):
+                terminate_sessions(cursor, live)
+                try:
+                    # Both renames commit together or not at all: never a moment without <db>.
+                    cursor.execute("BEGIN")
+                    cursor.execute(rename(live, previous))
+                    cursor.execute(rename(scratch, live))
+                    cursor.execute(allow(previous, True))
+                    cursor.execute("COMMIT")
+                    return previous
+                except psycopg2.errors.ObjectInUse:
+                    # Terminated sessions take a moment to exit.
                     cursor.execute("ROLLBACK")
-                    cursor.execute(allow(live, True))
-                raise
-    finally:
-        connection.close()
+                    time.sleep(0.1 * (attempt + 1))
+            raise BackupError(
+                f"{live} still has sessions after {RENAME_ATTEMPTS} attempts: stop the app and retry"
+                f" ({live} is unchanged)"
+            )
+        except BaseException:
+            with contextlib.suppress(psycopg2.Error):
+                cursor.execute("ROLLBACK")
+                cursor.execute(allow(live, True))
+            raise
 
 
 def _when_idle(cursor: Any, name: str, statement: Any) -> None:

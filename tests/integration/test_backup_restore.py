@@ -435,3 +435,58 @@ def test_a_flipped_byte_in_a_zstd_archive_is_a_checksum_mismatch_and_changes_not
     assert db.checksums() == before
     assert not [name for name in db.databases() if "_restore_" in name]
     assert not [path for path in db.backups.iterdir() if path.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("compression", "encrypt"), [("zstd:3", True), ("gzip:6", False), ("none", False)], ids=["zstd-enc", "gzip", "none"]
+)
+def test_a_parallel_restore_round_trips_every_archive_kind(db: DbProject, compression: str, encrypt: bool):
+    original = db.checksums()
+    backup = db.run("postgres.backup", *(["--encrypt"] if encrypt else []), BACKUP_COMPRESSION=compression)
+    assert backup.returncode == 0, backup.stderr
+    change_everything(db)
+    restored = db.run("postgres.restore", "latest", "--yes", "--jobs", "2")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert db.checksums() == original  # rows, large objects, the view, the index and the foreign key
+    assert "with 2 parallel jobs" in restored.stdout and "read once" in restored.stdout
+    assert not [path for path in db.backups.iterdir() if path.name.startswith(".")]
+
+
+_READ_BYTES = (
+    "import atexit, pathlib, sys\n"
+    "out = pathlib.Path(sys.argv.pop(1))\n"
+    "atexit.register(lambda: out.write_text(pathlib.Path('/proc/self/io').read_text()))\n"
+    "sys.argv[0] = 'semantik-infra'\n"
+    "from semantik_infra.cli import main\n"
+    "main()\n"
+)
+
+
+def _bytes_read(db: DbProject, tmp_path, *args: str) -> int:
+    """Bytes the task read: its own reads of files and pipes, and (once reaped) its children's."""
+    out = tmp_path / "io"
+    env = {**db.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-c", _READ_BYTES, str(out), *args]
+    result = subprocess.run(argv, cwd=db.project_dir, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return int(re.search(r"^rchar: (\d+)$", out.read_text(), re.MULTILINE).group(1))  # type: ignore[union-attr]
+
+
+@native_cluster_only
+def test_a_parallel_restore_reads_the_archive_once_and_writes_no_copy_of_its_data(db: DbProject, tmp_path):
+    # Incompressible enough that the archive, not the modules Python reads, dominates what is read.
+    db.sql(
+        "CREATE TABLE bulk AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS v"
+        " FROM generate_series(1, 250000) g"
+    )
+    assert db.run("postgres.backup", "--encrypt").returncode == 0
+    [archive] = db.archives()
+    size = archive.stat().st_size
+    assert size > 8_000_000
+    # Both read the archive, and pg_restore reads what it holds, once.
+    streamed = _bytes_read(db, tmp_path, "postgres.restore", "latest", "--yes")
+    parallel = _bytes_read(db, tmp_path, "postgres.restore", "latest", "--yes", "--jobs", "2")
+    # Before, --jobs also verified the archive (a second read) and expanded it into a temp file
+    # that pg_restore then read (a third read, of the larger plain data).
+    assert parallel - streamed < 0.3 * size, (parallel, streamed, size)
+    assert db.sql("SELECT count(*) FROM bulk") == [(250000,)]
