@@ -68,6 +68,11 @@ class _Reader:
 
     def exact(self, count: int) -> bytes:
         data = self.stream.read(count)
+        while 0 < len(data) < count:  # a pipe or a decompressor may hand out less than asked
+            more = self.stream.read(count - len(data))
+            if not more:
+                break
+            data += more
         if len(data) != count:
             raise BackupError("the archive ends early: it is truncated or not a pg_dump custom archive")
         return data

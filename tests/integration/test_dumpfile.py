@@ -89,3 +89,22 @@ def test_damaged_gzip_data_is_a_clear_error(dumps: dict[str, bytes]):
 def test_foreign_files_are_refused(data: bytes):
     with pytest.raises(BackupError):
         count_rows(io.BytesIO(data))
+
+
+class _Trickle:
+    """A stream that hands out a few bytes per read, as a slow pipe may."""
+
+    def __init__(self, data: bytes, step: int = 7) -> None:
+        self._data, self._at, self._step = data, 0, step
+
+    def read(self, size: int = -1) -> bytes:
+        piece = self._data[self._at : self._at + (self._step if size < 0 else min(self._step, size))]
+        self._at += len(piece)
+        return piece
+
+
+def test_short_reads_from_a_pipe_or_decompressor_are_read_on(dumps: dict[str, bytes]):
+    # Before, a stream handing out fewer bytes than asked read as a truncated archive.
+    assert count_rows(_Trickle(dumps["0"]))[1] == count_rows(io.BytesIO(dumps["0"]))[1]  # type: ignore[arg-type]
+    with pytest.raises(BackupError):
+        count_rows(_Trickle(dumps["0"][:-50]))  # type: ignore[arg-type]
