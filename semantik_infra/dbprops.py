@@ -8,6 +8,7 @@ create a restore's scratch database and re-applied to it before the swap (the ed
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,6 +371,7 @@ def apply_database_properties(
             cursor.execute("COMMIT")
         except BaseException:
             # A shared session must not stay in the failed transaction.
-            cursor.execute("ROLLBACK")
+            with contextlib.suppress(psycopg2.Error):
+                cursor.execute("ROLLBACK")
             raise
     return list(dict.fromkeys(statement.kind for statement in statements))
