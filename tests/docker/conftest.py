@@ -133,3 +133,14 @@ def _docker_project(test_image: str, extra: dict[str, str]) -> Iterator[DockerPr
     finally:
         project.run("postgres.down", "--volumes", "--yes")
         shutil.rmtree(project_dir, ignore_errors=True)
+
+
+def project_container(project: DockerProject):  # type: ignore[no-untyped-def]
+    """The docker SDK's handle on the project's database container."""
+    import docker
+
+    client = docker.from_env()
+    [container] = client.containers.list(
+        filters={"label": [f"com.docker.compose.project={project.environ['COMPOSE_PROJECT_NAME']}"]}
+    )
+    return container

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import REPO, archive_files
-from tests.docker.conftest import DockerProject, _docker_project
+from tests.docker.conftest import DockerProject, _docker_project, project_container
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -36,19 +36,9 @@ def busy_docker(test_image: str) -> Iterator[DockerProject]:
         yield project
 
 
-def _container(project: DockerProject):  # type: ignore[no-untyped-def]
-    import docker
-
-    client = docker.from_env()
-    [container] = client.containers.list(
-        filters={"label": [f"com.docker.compose.project={project.environ['COMPOSE_PROJECT_NAME']}"]}
-    )
-    return container
-
-
 def _pg_dumps(project: DockerProject) -> list[str]:
     """Command lines of the pg_dump processes running inside the container."""
-    top = _container(project).top(ps_args="-eo pid,args")
+    top = project_container(project).top(ps_args="-eo pid,args")
     return [" ".join(row) for row in top.get("Processes") or [] if "pg_dump" in " ".join(row)]
 
 

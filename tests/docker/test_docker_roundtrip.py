@@ -19,7 +19,7 @@ from semantik_infra.archive import archive_suffix, parse_compression
 from semantik_infra.manifest import manifest_path
 from semantik_infra.secrets import generate_encryption_key
 from tests.conftest import archive_files
-from tests.docker.conftest import DockerProject, _docker_project
+from tests.docker.conftest import DockerProject, _docker_project, project_container
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -128,16 +128,6 @@ def _checksums(p: DockerProject) -> dict[str, str]:
     return found
 
 
-def _container(p: DockerProject):  # type: ignore[no-untyped-def]
-    import docker
-
-    client = docker.from_env()
-    [container] = client.containers.list(
-        filters={"label": [f"com.docker.compose.project={p.environ['COMPOSE_PROJECT_NAME']}"]}
-    )
-    return container
-
-
 def _pg_dump_compression(header: bytes) -> str:
     """What a custom-format archive's header says pg_dump compressed its data with: `gzip` or
     `none` (read independently of the product: a sign byte and `int_size` little-endian bytes before
@@ -230,7 +220,7 @@ def test_every_compression_round_trips_exactly_on_docker(seeded: Seeded, compres
 def test_an_archive_from_bare_pg_dump_in_the_container_still_restores(seeded: Seeded):
     p = seeded.project
     _starts_from_the_seeded_data(seeded)
-    dumped = _container(p).exec_run(
+    dumped = project_container(p).exec_run(
         ["pg_dump", "-Fc", "-U", "semantik", "-d", "semantik"], environment={"PGPASSWORD": p.password}, demux=True
     )
     stdout, stderr = dumped.output
