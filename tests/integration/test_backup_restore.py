@@ -33,14 +33,17 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
-def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool):
+@pytest.mark.parametrize("compression", ["zstd:3", "gzip:6", "none"])
+def test_round_trip_restores_every_kind_of_data(db: DbProject, encrypt: bool, compression: str):
     original = db.checksums()
-    backup = db.run("postgres.backup", *(["--encrypt"] if encrypt else []))
+    backup = db.run("postgres.backup", *(["--encrypt"] if encrypt else []), BACKUP_COMPRESSION=compression)
     assert backup.returncode == 0, backup.stderr
     [archive] = db.archives()
     assert archive.stat().st_mode & 0o777 == 0o600
+    assert archive.name.endswith((".dump.zst" if compression.startswith("zstd") else ".dump") + (".enc" * encrypt))
     manifest = json.loads(manifest_path(archive).read_text())
     assert manifest["encrypted"] is encrypt and manifest["database"] == db.database
+    assert manifest["compression"] == compression
     assert manifest["toc_entries"] > 5 and manifest["tables"]["public.docs"] == 2001
     assert db.environ["BACKUP_ENCRYPTION_KEY"] not in json.dumps(manifest)
     change_everything(db)
