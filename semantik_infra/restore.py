@@ -550,6 +550,7 @@ def _restore_in_two_passes(
     contents alone, written to a small 0600 temp file in BACKUP_DIR once the checksum has passed."""
     from semantik_infra.archive import Prefixed
     from semantik_infra.backup import temp_path
+    from semantik_infra.catalog import write_error
     from semantik_infra.dumpfile import read_head
 
     first = [*pg_restore_argv(database, privileges=privileges, tag=tag), "--section=pre-data", "--section=data"]
@@ -563,7 +564,10 @@ def _restore_in_two_passes(
     later = [*pg_restore_argv(database, jobs=jobs, privileges=privileges, tag=tag), "--section=post-data"]
     toc = temp_path(entry.path, ".toc")
     try:
-        toc.write_bytes(head)
+        try:
+            toc.write_bytes(head)
+        except OSError as error:
+            raise write_error(error, entry.path.parent) from None
         with Timer() as timer:
             result = proc.run(backend.client_command("pg_restore", [*later, str(toc)], database=database), check=False)
         _check_status(result.returncode, result.stderr)
@@ -588,11 +592,15 @@ def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator
         yield archive
         return
     from semantik_infra.backup import temp_path
+    from semantik_infra.catalog import write_error
 
     temp = temp_path(archive, ".expanded")
     try:
-        with Timer() as timer, checked_reader(entry, key) as reader, temp.open("wb") as out:
-            copy_stream(reader, out)
+        try:
+            with Timer() as timer, checked_reader(entry, key) as reader, temp.open("wb") as out:
+                copy_stream(reader, out)
+        except OSError as error:
+            raise write_error(error, archive.parent) from None
         report(f"expanded {archive.name} into a temporary file for --jobs", timer.seconds)
         yield temp
     finally:

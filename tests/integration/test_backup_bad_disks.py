@@ -136,3 +136,29 @@ def test_doctor_says_when_backup_dir_is_fine(db: DbProject):
     result = db.run("doctor", "--json")
     findings = [f for f in json.loads(result.stdout)["findings"] if f["area"] == "backups"]
     assert any(f["status"] == "ok" and "writable" in f["summary"] for f in findings), findings
+
+
+@needs_root
+@pytest.mark.parametrize("how", [("--jobs", "2"), ("--jobs", "2", "--in-place")], ids=["jobs", "jobs-in-place"])
+def test_a_full_disk_under_a_parallel_restore_is_one_line_and_changes_nothing(db: DbProject, how: tuple[str, ...]):
+    shutil.rmtree(db.backups, ignore_errors=True)
+    db.backups.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(db.backups)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        assert db.run("postgres.backup", "--encrypt").returncode == 0
+        stats = os.statvfs(db.backups)
+        with (db.backups / "filler").open("wb") as filler:
+            filler.write(b"\0" * (stats.f_bavail * stats.f_frsize))
+        before = db.checksums()
+        db.sql("CREATE TABLE only_live (v int)")
+        result = db.run("postgres.restore", "latest", "--yes", *how)
+        assert result.returncode == 1
+        line = one_error_line(result)
+        assert "no space left" in line and "BACKUP_DIR" in line, line
+        assert db.checksums() == before and db.sql("SELECT count(*) FROM only_live") == [(0,)]
+        assert not [name for name in db.databases() if "_restore_" in name]
+        assert sorted(p.name for p in db.backups.iterdir() if p.name.startswith(".")) == []
+    finally:
+        subprocess.run(["umount", str(db.backups)], check=False)
