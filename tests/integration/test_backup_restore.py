@@ -493,3 +493,29 @@ def test_a_parallel_restore_reads_the_archive_once_and_writes_no_copy_of_its_dat
     # that pg_restore then read (a third read, of the larger plain data).
     assert parallel - streamed < 0.3 * size, (parallel, streamed, size)
     assert db.sql("SELECT count(*) FROM bulk") == [(250000,)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigkill-child"])
+def test_an_interrupted_parallel_restore_leaves_live_database_unchanged(
+    big_cluster: RunningCluster, big_project, how: str
+):
+    project_dir, env = big_project
+    assert run_task("postgres.backup", environ=env, cwd=project_dir).returncode == 0
+    mark_live(big_cluster)
+    task = start_task(project_dir, env, "postgres.restore", "latest", "--yes", "--jobs", "2")
+    child = wait_for_child(task, "pg_restore", "--section=data")
+    time.sleep(0.5)
+    if how == "ctrl-c":
+        os.killpg(task.pid, signal.SIGINT)  # what the terminal sends the foreground job on Ctrl-C
+    else:
+        os.kill(child, signal.SIGKILL)
+    _, stderr = task.communicate(timeout=120)
+    [line] = [line for line in stderr.splitlines() if line.strip()]
+    if how == "ctrl-c":
+        assert task.returncode == 130, stderr
+        assert re.fullmatch(r"interrupted: scratch database semantik_restore_[\d_]+ dropped, semantik unchanged", line)
+    else:
+        assert task.returncode == 1 and "pg_restore failed" in line and "semantik unchanged" in line, line
+    assert_live_unchanged(big_cluster)
+    assert not [path for path in (project_dir / "backups").iterdir() if path.name.startswith(".")]
