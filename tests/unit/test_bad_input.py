@@ -172,13 +172,16 @@ BAD_NUMBERS = st.one_of(
     ),
 )
 BAD_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+# Stands for a directory that does not exist, made unique per example below: a fixed path such as
+# /no/such/dir, once something created it, had the tasks start real clusters in it.
+MISSING_DIR = "<missing project dir>"
 BAD_ENVIRONMENTS = st.one_of(
     st.builds(lambda junk: {"DATABASE_URL": f"postgresql://u:p@h:5432/d?{junk}"}, BAD_TEXT.filter(lambda t: "=" in t)),
     st.builds(lambda junk: {"DATABASE_URL": junk}, BAD_TEXT),
     st.builds(lambda junk: {"POSTGRES_PORT": junk}, BAD_NUMBERS),
     st.builds(lambda junk: {"DB_POOL_SIZE": junk}, BAD_NUMBERS),
     st.just({"SEMANTIK_ENV_FILE": "no-such.env"}),
-    st.just({"SEMANTIK_PROJECT_DIR": "/no/such/dir"}),
+    st.just({"SEMANTIK_PROJECT_DIR": MISSING_DIR}),
     st.just({"COMPOSE_PROJECT_NAME": "Not Valid!"}),
 )
 BAD_ENV_LINES = st.sampled_from(
@@ -229,7 +232,10 @@ def test_every_task_with_bad_values_never_prints_a_traceback(data):
             if mode == "flags":
                 runs.append((args, base))
             elif mode == "environment":
-                runs.append(([name], {**base, **data.draw(BAD_ENVIRONMENTS)}))
+                environment = {**base, **data.draw(BAD_ENVIRONMENTS)}
+                if environment["SEMANTIK_PROJECT_DIR"] == MISSING_DIR:
+                    environment["SEMANTIK_PROJECT_DIR"] = str(project / "no-such-dir")
+                runs.append(([name], environment))
             else:
                 runs.append(([name], {**base, "SEMANTIK_PROJECT_DIR": str(broken)}))
 
