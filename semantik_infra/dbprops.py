@@ -2,8 +2,9 @@
 encoding, locale provider, locale and ICU locale (from its CREATE DATABASE), and the statements
 pg_restore runs only with --create (ALTER DATABASE … SET / CONNECTION LIMIT, COMMENT ON DATABASE,
 SECURITY LABEL, GRANT/REVOKE … ON DATABASE, ALTER ROLE … IN DATABASE … SET). They are read from
-`pg_restore --create --schema-only` output with a small SQL tokenizer (quotes, comments, dollar
-quoting, psql meta-commands) and rewritten for another database name (pure functions), then used to
+the SQL of the archive's table of contents (or, for a directory archive, `pg_restore --create
+--schema-only` output) with a small SQL tokenizer (quotes, comments, dollar quoting, psql
+meta-commands) and rewritten for another database name (pure functions), then used to
 create a restore's scratch database and re-applied to it before the swap (the edges, at the end)."""
 
 from __future__ import annotations

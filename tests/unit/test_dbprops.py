@@ -1,11 +1,17 @@
-"""Database-level properties read from `pg_restore --create --schema-only` output: the CREATE
+"""Database-level properties read from `pg_restore --create --schema-only` output or the table of contents: the CREATE
 DATABASE options (encoding, locale provider, ICU locale), and the settings, comment and GRANTs to
 re-apply, rewritten for another database name, with SQL tokenized properly (quotes, comments,
 dollar quoting, psql meta-commands)."""
 
 from __future__ import annotations
 
-from semantik_infra.dbprops import create_database_sql, parse_database_properties, quote_ident, split_statements
+from semantik_infra.dbprops import (
+    create_database_sql,
+    parse_database_properties,
+    properties_from_toc,
+    quote_ident,
+    split_statements,
+)
 
 SCHEMA = r'''
 --
@@ -96,3 +102,29 @@ def test_no_database_entry_means_no_properties():
 
 def test_quote_ident():
     assert quote_ident('Weird "Table" Name') == '"Weird ""Table"" Name"'
+
+
+def test_properties_from_the_table_of_contents_take_only_the_database_entries():
+    from semantik_infra.dumpfile import TocEntry
+
+    def entry(desc: str, tag: str, defn: str | None) -> TocEntry:
+        return TocEntry(1, False, desc, None, tag, defn, "postgres", 1)
+
+    entries = [
+        entry("ENCODING", "ENCODING", "SET client_encoding = 'UTF8';\n"),
+        entry("DATABASE", "shop", "CREATE DATABASE shop WITH TEMPLATE = template0 ENCODING = 'UTF8' LOCALE = 'C';\n"),
+        entry("DATABASE PROPERTIES", "shop", "ALTER DATABASE shop SET work_mem TO '8MB';\n"),
+        entry("COMMENT", "DATABASE shop", "COMMENT ON DATABASE shop IS 'the shop';\n"),
+        entry("ACL", "DATABASE shop", "GRANT CONNECT ON DATABASE shop TO reader;\n"),
+        entry("COMMENT", "TABLE orders", "COMMENT ON TABLE public.orders IS 'DATABASE shop';\n"),
+        entry("ACL", "SCHEMA public", "GRANT ALL ON SCHEMA public TO reader;\n"),
+        entry("TABLE DATA", "orders", None),
+    ]
+    properties = properties_from_toc(entries)
+    assert properties is not None and properties.option("LOCALE") == "'C'"
+    assert [(s.kind, s.sql_for("x")) for s in properties.statements] == [
+        ("settings", """ALTER DATABASE "x" SET work_mem TO '8MB'"""),
+        ("comment", """COMMENT ON DATABASE "x" IS 'the shop'"""),
+        ("privileges", 'GRANT CONNECT ON DATABASE "x" TO reader'),
+    ]
+    assert properties_from_toc(entries[5:]) is None  # pg_dump before 11 wrote no DATABASE entry
