@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from semantik_infra.config import Settings, load_settings
+from semantik_infra.manifest import BackupManifest
 
 REPO = Path(__file__).resolve().parents[1]
 # Every character that breaks naive URL or shell handling, plus a space.
@@ -229,3 +230,27 @@ def run_tasks_together(
         stdout, stderr = process.communicate(timeout=timeout)
         results.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
     return results
+
+
+def sample_manifest(**changes: object) -> BackupManifest:
+    """A valid, unsigned manifest of a custom archive made at 2026-11-25 12:00 UTC, with `changes`."""
+    from datetime import UTC, datetime
+
+    base = dict(
+        archive="db-x.dump",
+        database="db",
+        format="custom",
+        sha256="a" * 64,
+        size=1,
+        compression=6,
+        encrypted=False,
+        key_fingerprint=None,
+        server_version="15.4",
+        pg_dump_version="15.4",
+        created=datetime(2026, 11, 25, 12, 0, tzinfo=UTC).isoformat(),
+        duration_s=1.25,
+        toc_entries=3,
+        tables={'"my.schema"."Weird ""Table"" Name"': 5, "public.t": None},
+        backend="native",
+    )
+    return BackupManifest(**{**base, **changes})  # type: ignore[arg-type]

@@ -10,30 +10,9 @@ import pytest
 
 from semantik_infra.catalog import BackupEntry, archive_name, parse_archive_name, select_for_pruning
 from semantik_infra.errors import ConfigError
-from semantik_infra.manifest import BackupManifest
+from tests.conftest import sample_manifest
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-def manifest(**changes) -> BackupManifest:
-    base = dict(
-        archive="db-x.dump",
-        database="db",
-        format="custom",
-        sha256="a" * 64,
-        size=1,
-        compression=6,
-        encrypted=False,
-        key_fingerprint=None,
-        server_version="15.4",
-        pg_dump_version="15.4",
-        created=NOW.isoformat(),
-        duration_s=1.0,
-        toc_entries=3,
-        tables={"public.t": 5},
-        backend="native",
-    )
-    return BackupManifest(**{**base, **changes})
 
 
 def test_archive_names_sort_and_parse_back():
@@ -49,7 +28,9 @@ def test_archive_names_sort_and_parse_back():
 
 def entry(days_old: float, database: str = "db", with_manifest: bool = True) -> BackupEntry:
     created = NOW - timedelta(days=days_old)
-    return BackupEntry(Path(archive_name(database, created)), database, created, manifest() if with_manifest else None)
+    return BackupEntry(
+        Path(archive_name(database, created)), database, created, sample_manifest() if with_manifest else None
+    )
 
 
 def created(chosen: list[BackupEntry]) -> list[datetime]:
