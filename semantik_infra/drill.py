@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from semantik_infra.backends.base import Reporter, quiet
 from semantik_infra.errors import BackupError
 
 DRILL_SUFFIX = ".drill.json"
 _SETVAL = re.compile(r"setval\('((?:[^']|'')+)',\s*(-?\d+),\s*(true|false)\)")
-Reporter = Callable[[str, float | None], None]
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def drill_backup(
     backend: Any,
     entry: Any,
     *,
-    report: Reporter = lambda _t, _s=None: None,
+    report: Reporter = quiet,
     clock: Callable[[], datetime] = now_utc,
 ) -> DrillRecord:
     """Prove `entry` restores: verify and count it, restore it into a throwaway database, compare

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from semantik_infra.backends.base import Reporter, quiet
 from semantik_infra.config import Settings
 from semantik_infra.errors import BackupError, ConfigError
 from semantik_infra.restore import (
@@ -35,7 +36,6 @@ from semantik_infra.restore import (
 PREFIX = "snapshot__"
 KIND = "semantik-infra snapshot"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
-Reporter = Callable[[str, float | None], None]
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,7 @@ def restore_snapshot(
     name: str,
     *,
     keep_current: bool = False,
-    report: Reporter = lambda _t, _s=None: None,
+    report: Reporter = quiet,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> SnapshotRestore:
     """Replace the configured database with a fresh copy of snapshot `name`; the snapshot stays.
