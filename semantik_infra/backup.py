@@ -21,8 +21,15 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from semantik_infra import proc
-from semantik_infra.archive import CHUNK_SIZE, ArchiveReader, ArchiveWriter, Compression, archive_suffix, file_sha256
-from semantik_infra.archive import open_archive as _open_archive
+from semantik_infra.archive import (
+    CHUNK_SIZE,
+    ArchiveReader,
+    ArchiveWriter,
+    Compression,
+    archive_suffix,
+    file_sha256,
+    open_archive,
+)
 from semantik_infra.backends.base import Backend
 from semantik_infra.catalog import (
     ARCHIVE_SUFFIX,
@@ -79,19 +86,6 @@ def check_jobs(jobs: int, *, flag: str = "--jobs") -> None:
 def count_toc_entries(listing: str) -> int:
     """Entries in a `pg_restore --list` listing (comment lines start with ';')."""
     return sum(1 for line in listing.splitlines() if line.strip() and not line.startswith(";"))
-
-
-# --- reading archives -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def archive_reader(
-    path: Path, key: bytes | None, progress: Callable[[int], None] | None = None
-) -> Iterator[ArchiveReader]:
-    """The archive's pg_dump bytes: decrypted (and authenticated) on the fly when a key is given,
-    decompressed when it is one of our zstd archives. `progress` hears how many file bytes were read."""
-    with _open_archive(path, key=key, progress=progress) as reader:
-        yield reader
 
 
 # --- server facts --------------------------------------------------------------------------
@@ -176,7 +170,7 @@ def read_toc(backend: Backend, archive: Path, key: bytes | None) -> str:
         result = proc.run(command, check=False, timeout=600)
         status, listing, errors = result.returncode, result.stdout, result.stderr
     else:
-        with archive_reader(archive, key) as source:
+        with open_archive(archive, key=key) as source:
             status, listing, errors = proc.feed_from(backend.client_command("pg_restore", ["--list"]), source)
     if status != 0:
         raise BackupError(f"{archive.name}: pg_restore cannot read it: {proc.last_line(errors) or status}")
@@ -231,7 +225,7 @@ def checked_reader(
     file is read (decrypted and decompressed, every chunk and frame checked) and its checksum compared
     with the manifest. A decoding error in a file whose checksum no longer matches is reported as the
     checksum mismatch it is."""
-    with archive_reader(entry.path, key, progress) as reader:
+    with open_archive(entry.path, key=key, progress=progress) as reader:
         try:
             yield reader
             reader.finish()

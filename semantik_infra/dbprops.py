@@ -283,12 +283,12 @@ def read_database_properties(backend: Backend, archive: Path, key: bytes | None)
     """The archived database's encoding, locale and database-level statements: from the table of
     contents at the head of a single-file archive (read here, without a process), else from
     `pg_restore --create --schema-only`."""
-    from semantik_infra.backup import archive_reader
+    from semantik_infra.archive import open_archive
     from semantik_infra.dumpfile import read_toc
 
     if archive.is_file():
         try:
-            with archive_reader(archive, key) as source:
+            with open_archive(archive, key=key) as source:
                 return properties_from_toc(read_toc(source)[0].entries)
         except BackupError:
             pass  # a format we do not read: pg_restore judges it below
@@ -297,7 +297,7 @@ def read_database_properties(backend: Backend, archive: Path, key: bytes | None)
         result = proc.run(backend.client_command("pg_restore", [*args, str(archive)]), check=False, timeout=600)
         status, schema, errors = result.returncode, result.stdout, result.stderr
     else:
-        with archive_reader(archive, key) as source:
+        with open_archive(archive, key=key) as source:
             status, schema, errors = proc.feed_from(backend.client_command("pg_restore", args), source)
     if status != 0:
         raise BackupError(f"{archive.name}: pg_restore cannot read its schema: {proc.last_line(errors) or status}")

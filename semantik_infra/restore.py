@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semantik_infra import proc
+from semantik_infra.archive import open_archive
 from semantik_infra.backends.base import Backend
 from semantik_infra.backup import (
-    archive_reader,
     check_jobs,
     check_without_manifest,
     checked_reader,
@@ -521,7 +521,7 @@ def _reading(
     entry: BackupEntry, key: bytes | None, progress: Callable[[int], None] | None, *, check: bool
 ) -> contextlib.AbstractContextManager[Any]:
     # Checked before the scratch database may replace anything: a changed file never gets in.
-    return checked_reader(entry, key, progress) if check else archive_reader(entry.path, key, progress)
+    return checked_reader(entry, key, progress) if check else open_archive(entry.path, key=key, progress=progress)
 
 
 def _check_status(status: int, errors: str) -> None:
