@@ -31,11 +31,15 @@ from semantik_infra.manifest import (
 CUSTOM, DIRECTORY = "custom", "directory"
 ARCHIVE_SUFFIX = {CUSTOM: ".dump", DIRECTORY: ".dumpdir"}
 GLOBALS_SUFFIX = ".globals.sql"
-# Temporary names: `.<final name>.<pid>.<random>.partial` (the pid tells whether the writer lives);
-# the manifest's and roles file's temp names add their suffix after the archive's name.
+# Temporary names: `.<final name>.<pid>.<random>.partial` (the pid tells whether the writer lives).
+# A file beside an archive adds its suffix after the archive's name: the manifest, the roles file,
+# a restore's decompressed copy (--in-place --jobs) and a restore's table of contents (--jobs).
 PARTIAL_SUFFIX = ".partial"
+EXPANDED_SUFFIX, TOC_SUFFIX = ".expanded", ".toc"
+TEMP_SUFFIXES = (MANIFEST_SUFFIX, GLOBALS_SUFFIX, EXPANDED_SUFFIX, TOC_SUFFIX)
 _PARTIAL = re.compile(
-    r"^\.(?P<archive>.+\.(?:dump(?:\.zst)?(?:\.enc)?|dumpdir))(?:\.json|\.globals\.sql|\.expanded)?"
+    r"^\.(?P<archive>.+\.(?:dump(?:\.zst)?(?:\.enc)?|dumpdir))"
+    rf"(?:{'|'.join(re.escape(suffix) for suffix in TEMP_SUFFIXES)})?"
     r"\.(?P<pid>\d+)"
     r"\.(?:[A-Za-z0-9_]+\.)?partial$"
 )

@@ -31,7 +31,7 @@ from semantik_infra.backup import (
     precheck,
     verify_archive,
 )
-from semantik_infra.catalog import BackupEntry, list_backups, load_entry
+from semantik_infra.catalog import EXPANDED_SUFFIX, TOC_SUFFIX, BackupEntry, list_backups, load_entry
 from semantik_infra.config import Settings
 from semantik_infra.console import Timer
 from semantik_infra.dbprops import apply_database_properties, create_scratch_database, read_database_properties
@@ -562,7 +562,7 @@ def _restore_in_two_passes(
         _check_status(status, errors)
     report(f"restored the tables and their rows into {database} in one transaction", timer.seconds)
     later = [*pg_restore_argv(database, jobs=jobs, privileges=privileges, tag=tag), "--section=post-data"]
-    toc = temp_path(entry.path, ".toc")
+    toc = temp_path(entry.path, TOC_SUFFIX)
     try:
         try:
             toc.write_bytes(head)
@@ -594,7 +594,7 @@ def _seekable(entry: BackupEntry, key: bytes | None, report: Report) -> Iterator
     from semantik_infra.backup import temp_path
     from semantik_infra.catalog import write_error
 
-    temp = temp_path(archive, ".expanded")
+    temp = temp_path(archive, EXPANDED_SUFFIX)
     try:
         try:
             with Timer() as timer, checked_reader(entry, key) as reader, temp.open("wb") as out:

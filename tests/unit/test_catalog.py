@@ -116,3 +116,17 @@ def test_backup_dir_problems_name_the_variable(tmp_path: Path):
     fresh = tmp_path / "new" / "dir"
     prepare_backup_dir(fresh)
     assert fresh.is_dir() and list(fresh.iterdir()) == []
+
+
+def test_every_temp_file_a_backup_or_restore_writes_is_known_by_its_name(tmp_path: Path):
+    import os
+
+    from semantik_infra.backup import temp_path
+    from semantik_infra.catalog import TEMP_SUFFIXES, partial_writer_pid
+
+    final = tmp_path / archive_name("db", NOW, suffix=".dump.zst.enc")
+    # A task killed with SIGKILL leaves these behind: `postgres.backups` must list and prune them.
+    for suffix in ("", *TEMP_SUFFIXES):
+        temp = temp_path(final, suffix)
+        assert partial_writer_pid(temp.name) == os.getpid(), temp.name
+    assert ".toc" in TEMP_SUFFIXES and ".expanded" in TEMP_SUFFIXES
